@@ -1,0 +1,109 @@
+"""Kafka client configuration shared by every role (confluent-kafka).
+
+Large GOPs need every size limit raised together (DESIGN §4): broker message.max.bytes and
+replica.fetch.max.bytes (./run stack), topic max.message.bytes (topics.py), and the client
+limits below. Producers are idempotent with acks=all.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+
+from floodlight.settings import Settings
+from schemas import codec
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+log = logging.getLogger("floodlight.kafka")
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "message.max.bytes": MAX_MESSAGE_BYTES,
+        "linger.ms": 5,
+        "compression.type": "none",  # media does not compress; spare the CPU
+        "message.timeout.ms": 120_000,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024 * 1024,
+        "receive.message.max.bytes": 64 * 1024 * 1024 + 4096,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "max.poll.interval.ms": 300_000,
+    }
+    conf.update(overrides)
+    return conf
+
+
+def make_producer(settings: Settings, **overrides: Any) -> Producer:
+    return Producer(producer_config(settings, **overrides))
+
+
+def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def wait_for_broker(settings: Settings, deadline_s: float = 60.0) -> str:
+    """Block until a metadata request succeeds; return the cluster id."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    end = time.monotonic() + deadline_s
+    last: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            md = admin.list_topics(timeout=2)
+            return md.cluster_id or "?"
+        except KafkaException as exc:
+            last = exc
+    raise TimeoutError(f"no Kafka broker at {settings.kafka_bootstrap} after {deadline_s}s: {last}")
+
+
+def dead_letter(
+    producer: Producer,
+    settings: Settings,
+    msg: Message | None,
+    *,
+    reason: str,
+    error_class: str,
+    stage: str,
+    stream_id: str | None = None,
+    gop_index: int | None = None,
+    value: bytes | None = None,
+    key: bytes | None = None,
+) -> None:
+    """Publish a DeadLetter for `msg` (or for raw bytes when there is no message) to the dlq topic."""
+    record = {
+        "original_topic": msg.topic() if msg is not None else "",
+        "partition": msg.partition() if msg is not None else -1,
+        "offset": msg.offset() if msg is not None else -1,
+        "key": msg.key() if msg is not None else key,
+        "value": msg.value() if msg is not None else value,
+        "reason": reason[:2000],
+        "error_class": error_class,
+        "stage": stage,
+        "stream_id": stream_id,
+        "gop_index": gop_index,
+        "failed_ms": int(time.time() * 1000),
+        "attempt": 1,
+    }
+    producer.produce(settings.topic("dlq"), key=record["key"], value=codec.encode("DeadLetter", record))
+    log.warning("dead-lettered", extra={"stage": stage, "reason": reason, "stream_id": stream_id,
+                                        "gop_index": gop_index, "error_class": error_class})

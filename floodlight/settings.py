@@ -1,0 +1,88 @@
+"""All configuration, from FLOODLIGHT_* environment variables (documented in README's table).
+
+Each role reads the fields it needs; one class keeps names from drifting between roles,
+compose/ and the README (a test checks all three agree).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOODLIGHT_", extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_port: int = Field(9092, description="Port of the local stack's broker (./run stack).")
+    topic_prefix: str = Field("floodlight.", description="Prefix of every topic name (tests isolate with it).")
+    topic_partitions: int = Field(6, description="Partitions of the partitioned topics (gops, segments, qoe).")
+    gops_retention_ms: int = Field(
+        (2 * 3600 + 600) * 1000, description="Retention of the gops topic: DVR/replay horizon (2 h + 10 min)."
+    )
+
+    # --- Storage -------------------------------------------------------------------------
+    stack_dir: Path = Field(ROOT / ".stack", description="Where the local stack keeps logs and data.")
+    store_url: str = Field(
+        "",
+        description="Object store: file:///abs/dir (default: .stack/store) or s3://bucket[/prefix].",
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint for s3:// stores.")
+    clickhouse_dsn: str = Field(
+        "", description="chdb:///abs/path (embedded, default .stack/chdb) or http(s)://user:pass@host:8123/db."
+    )
+
+    # --- API / edge ------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the api binds.")
+    api_port: int = Field(8000, description="Port the api binds.")
+    edge_port: int = Field(8080, description="Port of the nginx edge in front of the api.")
+    public_base_url: str = Field("", description="Base URL players use (default: the edge).")
+    jwt_secret: str = Field("dev-only-change-me", description="HS256 secret of api bearer JWTs.")
+    playback_keys: str = Field(
+        "k1:dev-playback-key-change-me",
+        description="Playback URL signing keys 'kid:secret,kid2:secret2'; the first signs, all verify.",
+    )
+    playback_token_ttl_s: int = Field(3600, description="Lifetime of signed playback URLs.")
+    cors_origins: str = Field("*", description="Comma-separated CORS allow-list for playback endpoints.")
+
+    # --- Roles -------------------------------------------------------------------------------
+    ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")
+    metrics_port: int = Field(0, description="Prometheus port of a role (0 = role default).")
+    log_level: str = Field("INFO", description="Log level of every role.")
+    log_format: str = Field("json", description="json (structured) or text.")
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or (self.stack_dir / "store").as_uri()
+
+    def resolved_clickhouse_dsn(self) -> str:
+        return self.clickhouse_dsn or f"chdb://{self.stack_dir / 'chdb'}"
+
+    def topic(self, short: str) -> str:
+        """Full topic name for a short name such as 'gops'."""
+        return f"{self.topic_prefix}{short}"
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated so it cannot drift from the code."""
+    rows = ["| variable | default | what |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, Path):
+            default = default.relative_to(ROOT) if default.is_relative_to(ROOT) else default
+        rows.append(f"| `FLOODLIGHT_{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

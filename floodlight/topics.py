@@ -1,0 +1,115 @@
+"""Every Kafka topic of DESIGN §4, in one table, and the admin code that applies it.
+
+`floodlight topics create` creates what is missing and reports drift in what exists;
+running it twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from floodlight.settings import Settings
+
+MIB = 1024 * 1024
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    short: str
+    key: str
+    value: str
+    partitions: int
+    configs: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    p = settings.topic_partitions
+    return [
+        TopicSpec("streams", "stream_id", "StreamRecord", 1,
+                  {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+                  "compacted stream registry"),
+        TopicSpec("gops", "stream_id", "GopChunk", p,
+                  {"cleanup.policy": "delete", "retention.ms": str(settings.gops_retention_ms),
+                   "max.message.bytes": str(16 * MIB), "message.timestamp.type": "CreateTime"},
+                  "partition = (crc32(stream_id) + gop_index) mod P"),
+        TopicSpec("segments", "stream_id", "RenditionSegment", p,
+                  {"cleanup.policy": "delete", "retention.ms": str(settings.gops_retention_ms),
+                   "max.message.bytes": str(16 * MIB)},
+                  "one packager owns a stream (keyed partitioning)"),
+        TopicSpec("manifests", "stream_id", "ManifestUpdate", 1,
+                  {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)},
+                  "small; every api instance reads all of it"),
+        TopicSpec("cues", "stream_id", "Cue", 1,
+                  {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}, "SCTE-35 style ad breaks"),
+        TopicSpec("qoe", "session_id", "QoeBeacon", p,
+                  {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}, "player beacons, 7 days"),
+        TopicSpec("dlq", "original key", "DeadLetter", 1,
+                  {"cleanup.policy": "delete", "retention.ms": str(14 * DAY_MS),
+                   "max.message.bytes": str(16 * MIB)}, "dead letters with reason"),
+    ]
+
+
+@dataclass
+class TopicReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+
+
+def apply_topics(settings: Settings, admin: AdminClient | None = None, timeout: float = 30.0) -> TopicReport:
+    """Create missing topics and report where existing ones differ from the table."""
+    admin = admin or AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    specs = {settings.topic(s.short): s for s in topic_specs(settings)}
+    existing = admin.list_topics(timeout=timeout).topics
+    report = TopicReport()
+    missing = [
+        NewTopic(name, num_partitions=s.partitions, replication_factor=1, config=dict(s.configs))
+        for name, s in specs.items() if name not in existing
+    ]
+    if missing:
+        for name, fut in admin.create_topics(missing, request_timeout=timeout).items():
+            try:
+                fut.result()
+                report.created.append(name)
+            except Exception as exc:  # a concurrent creator wins the race: that is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+                report.unchanged.append(name)
+    present = [n for n in specs if n in existing]
+    if present:
+        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in present])
+        for res, fut in futures.items():
+            spec = specs[res.name]
+            actual = fut.result()
+            diffs = [
+                f"{k}={actual[k].value!r} (want {v!r})"
+                for k, v in spec.configs.items() if k in actual and actual[k].value != v
+            ]
+            nparts = len(existing[res.name].partitions)
+            if nparts != spec.partitions:
+                diffs.append(f"partitions={nparts} (want {spec.partitions})")
+            (report.drift.append(f"{res.name}: {', '.join(diffs)}") if diffs else report.unchanged.append(res.name))
+    return report
+
+
+def gop_bytes_per_hour(ladder_kbps_source: int = 8000, audio_kbps: int = 128) -> int:
+    """Disk one stream needs in floodlight.gops per hour, at its contribution bitrate."""
+    return int((ladder_kbps_source + audio_kbps) * 1000 / 8 * 3600)
+
+
+def describe_rows(settings: Settings) -> list[dict[str, str]]:
+    rows = []
+    for s in topic_specs(settings):
+        row = {"topic": settings.topic(s.short), "key": s.key, "value": s.value,
+               "partitions": str(s.partitions), **s.configs}
+        if s.short == "gops":
+            per_hour = gop_bytes_per_hour()
+            hours = settings.gops_retention_ms / 3_600_000
+            row["disk_per_stream_hour"] = f"{per_hour / 1e9:.1f} GB (at 8 Mbit/s contribution)"
+            row["disk_per_stream_retained"] = f"{per_hour * hours / 1e9:.1f} GB"
+        rows.append(row)
+    return rows
