@@ -1,0 +1,228 @@
+"""Object store interface shared by the packager (writes) and the api (reads), DESIGN §3.4/§8.
+
+Drivers are chosen by URL scheme (faust-style): file:///abs/dir (default) or s3://bucket[/prefix]
+through boto3 with an optional endpoint_url (any S3-compatible store). Keys are validated here so
+no caller can build a path outside the store from user input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".mp4": "video/mp4",
+    ".m4s": "video/iso.segment",
+    ".json": "application/json",
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+class StoreError(Exception):
+    """The store could not complete an operation (full disk, network, permissions)."""
+
+
+class InvalidKey(ValueError):
+    """A key that could escape the store or is not of our shape."""
+
+
+def validate_key(key: str) -> str:
+    if not KEY_RE.match(key) or ".." in key.split("/") or len(key) > 512:
+        raise InvalidKey(f"invalid object key {key!r}")
+    return key
+
+
+def content_type_for(key: str) -> str:
+    return CONTENT_TYPES.get(os.path.splitext(key)[1], "application/octet-stream")
+
+
+def cache_control_for(key: str) -> str:
+    """Segments, parts and init are immutable; playlists and manifests are short-lived (DESIGN §7)."""
+    if key.endswith((".m4s", ".mp4")):
+        return IMMUTABLE
+    return "public, max-age=1"
+
+
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    data: bytes
+    content_type: str
+    cache_control: str
+    etag: str
+
+
+class ObjectStore(ABC):
+    """Whole-object put/get; puts are atomic (readers never see a partial object)."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes, *, content_type: str | None = None,
+            cache_control: str | None = None) -> str:
+        """Write `data` at `key` atomically; return its ETag."""
+
+    @abstractmethod
+    def get(self, key: str) -> StoredObject | None:
+        """The object, or None when absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete if present."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under a prefix ('live/demo/720p/')."""
+
+    def put_if_changed(self, key: str, data: bytes, **kw: str | None) -> tuple[str, bool]:
+        """Write only when the bytes differ (idempotent re-processing); return (etag, written)."""
+        current = self.get(key)
+        if current is not None and current.data == data:
+            return current.etag, False
+        return self.put(key, data, **kw), True  # type: ignore[arg-type]
+
+
+class DirectoryStore(ObjectStore):
+    """A directory on disk. Atomic by write-to-temp + rename; metadata derives from the key."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidKey(f"key {key!r} escapes the store")
+        return path
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None,
+            cache_control: str | None = None) -> str:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreError(f"put {key}: {exc.strerror or exc}") from exc
+        return etag_of(data)
+
+    def get(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return StoredObject(key, data, content_type_for(key), cache_control_for(key), etag_of(data))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.root / prefix if prefix else self.root
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return
+        for p in sorted(start.rglob("*")):
+            if p.is_file() and not p.name.startswith(".tmp-"):
+                key = p.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield key
+
+
+class S3Store(ObjectStore):
+    """S3 or any S3-compatible store through boto3; Content-Type and Cache-Control on every object."""
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.s3 = boto3.client("s3", endpoint_url=endpoint_url,
+                               config=Config(retries={"max_attempts": 3, "mode": "standard"},
+                                             max_pool_connections=32))
+
+    def _k(self, key: str) -> str:
+        return self.prefix + validate_key(key)
+
+    def ensure_bucket(self) -> None:
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except Exception:  # noqa: BLE001 - create when missing, errors surface on put
+            self.s3.create_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, *, content_type: str | None = None,
+            cache_control: str | None = None) -> str:
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self._k(key), Body=data,
+                               ContentType=content_type or content_type_for(key),
+                               CacheControl=cache_control or cache_control_for(key))
+        except Exception as exc:  # noqa: BLE001 - botocore raises many types
+            raise StoreError(f"put {key}: {exc}") from exc
+        return etag_of(data)
+
+    def get(self, key: str) -> StoredObject | None:
+        try:
+            res = self.s3.get_object(Bucket=self.bucket, Key=self._k(key))
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            if "404" in str(exc) or "NoSuchKey" in str(exc):
+                return None
+            raise StoreError(f"get {key}: {exc}") from exc
+        data = res["Body"].read()
+        return StoredObject(key, data, res.get("ContentType") or content_type_for(key),
+                            res.get("CacheControl") or cache_control_for(key), etag_of(data))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self._k(key))
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+
+    def delete(self, key: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix):]
+
+
+def open_store(url: str, endpoint_url: str | None = None) -> ObjectStore:
+    """Pick the driver by URL scheme."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file"):
+        return DirectoryStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        store = S3Store(parsed.netloc, parsed.path, endpoint_url)
+        store.ensure_bucket()
+        return store
+    raise ValueError(f"unsupported store URL {url!r} (use file:///dir or s3://bucket/prefix)")

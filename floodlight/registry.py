@@ -1,0 +1,167 @@
+"""The stream registry: StreamRecords on the compacted topic floodlight.streams.
+
+Every role materialises it in memory (RegistryView: reads to the end, then follows), and the
+api writes it. Kept here because ingest (stream keys), encoder (ladder, preset), packager (DVR,
+encryption, latency mode) and api all read the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from floodlight.kafka import consumer_config
+from floodlight.settings import Settings
+from schemas import codec
+
+log = logging.getLogger("floodlight.registry")
+
+STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+
+# The brief's ladder, highest first.
+DEFAULT_LADDER: list[dict[str, Any]] = [
+    {"name": "1080p", "width": 1920, "height": 1080, "bitrate_kbps": 8000},
+    {"name": "720p", "width": 1280, "height": 720, "bitrate_kbps": 4000},
+    {"name": "480p", "width": 854, "height": 480, "bitrate_kbps": 2000},
+    {"name": "240p", "width": 426, "height": 240, "bitrate_kbps": 500},
+]
+
+
+def new_stream_record(stream_id: str, title: str, **fields: Any) -> dict[str, Any]:
+    """A complete StreamRecord with the schema's defaults; fields override."""
+    if not STREAM_ID_RE.match(stream_id):
+        raise ValueError(f"invalid stream_id {stream_id!r}: use [a-z0-9][a-z0-9-]{{0,99}}")
+    now = int(time.time() * 1000)
+    record: dict[str, Any] = {
+        "stream_id": stream_id, "title": title, "description": None, "category": None,
+        "status": "SCHEDULED", "scheduled_start_ms": None, "actual_start_ms": None, "ended_at_ms": None,
+        "is_premium": False, "drm_required": False, "public": False, "ladder": [],
+        "latency_mode": "STANDARD", "encoder_preset": None, "dvr_window_seconds": 7200,
+        "key_rotation_segments": 10, "allowed_countries": [], "ingest_endpoints": [],
+        "created_ms": now, "updated_ms": now,
+    }
+    unknown = set(fields) - set(record)
+    if unknown:
+        raise ValueError(f"unknown StreamRecord fields {sorted(unknown)}")
+    record.update(fields)
+    return record
+
+
+def ladder_of(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return record.get("ladder") or DEFAULT_LADDER
+
+
+def publish_stream(producer: Producer, settings: Settings, record: dict[str, Any]) -> None:
+    """Produce a StreamRecord (keyed by stream_id) and wait for the ack."""
+    errors: list[Any] = []
+    producer.produce(settings.topic("streams"), key=record["stream_id"].encode(),
+                     value=codec.encode("StreamRecord", record), on_delivery=lambda e, m: errors.append(e))
+    producer.flush(30)
+    if errors != [None]:
+        raise RuntimeError(f"registry write for {record['stream_id']} failed: {errors}")
+
+
+class RegistryView:
+    """In-memory view of floodlight.streams, kept current by a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._streams: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Condition()
+        self._caught_up = threading.Event()
+        self._stop = threading.Event()
+        self._listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
+        self._thread = threading.Thread(target=self._run, name="registry", daemon=True)
+        self.version = 0
+
+    def start(self) -> RegistryView:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def on_change(self, fn: Callable[[str, dict[str, Any] | None], None]) -> None:
+        self._listeners.append(fn)
+
+    def wait_caught_up(self, timeout: float = 30.0) -> bool:
+        return self._caught_up.wait(timeout)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up.is_set()
+
+    def get(self, stream_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._streams.get(stream_id)
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._streams.values())
+
+    def wait_for(self, pred: Callable[[dict[str, Any] | None], bool], stream_id: str, timeout: float) -> bool:
+        """Block until pred(record) holds (read-your-writes after a publish)."""
+        end = time.monotonic() + timeout
+        with self._lock:
+            while not pred(self._streams.get(stream_id)):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+            return True
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        record: dict[str, Any] | None = None
+        if value is not None:
+            try:
+                record = codec.decode(value, expect="StreamRecord")
+            except codec.CodecError as exc:
+                log.warning("skipping bad registry record", extra={"stream_id": key, "reason": str(exc)})
+                return
+        with self._lock:
+            if record is None:
+                self._streams.pop(key, None)
+            else:
+                self._streams[key] = record
+            self.version += 1
+            self._lock.notify_all()
+        for fn in self._listeners:
+            try:
+                fn(key, record)
+            except Exception:  # noqa: BLE001 - a listener must not stop the view
+                log.exception("registry listener failed")
+
+    def _run(self) -> None:
+        topic = self.settings.topic("streams")
+        consumer = Consumer(consumer_config(self.settings, group_id="registry-view-unused",
+                                            **{"enable.partition.eof": True, "log_level": 3}))
+        try:
+            md = consumer.list_topics(topic, timeout=30)
+            parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            eof: set[int] = set()
+            while not self._stop.is_set():
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(msg.partition())
+                        if eof >= set(parts):
+                            self._caught_up.set()
+                    else:
+                        log.warning("registry consumer error", extra={"error": str(msg.error())})
+                    continue
+                key = (msg.key() or b"").decode("utf-8", "replace")
+                self._apply(key, msg.value())
+        except Exception:  # noqa: BLE001
+            log.exception("registry view stopped")
+        finally:
+            consumer.close()
