@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
-            if exc.name != modname:
+            if not exc.name or not modname.startswith(exc.name):
                 raise
             continue
         mod.register(app)
