@@ -17,6 +17,7 @@ from pathlib import Path
 from floodlight.settings import ROOT, Settings, get_settings
 
 POM_DIR = ROOT / "compose" / "local" / "kafka"
+LIBS_DIR = ROOT / ".stack" / "kafka" / "libs"
 BROKER_MSG_BYTES = 16 * 1024 * 1024 + 1024 * 1024
 
 LOG4J = """\
@@ -41,7 +42,8 @@ class StackError(RuntimeError):
 
 def _dirs(settings: Settings) -> dict[str, Path]:
     base = settings.stack_dir / "kafka"
-    return {"base": base, "libs": base / "libs", "data": base / "data", "logs": base / "logs"}
+    # Jars are shared by every stack dir (tests start private brokers in temp dirs).
+    return {"base": base, "libs": LIBS_DIR, "data": base / "data", "logs": base / "logs"}
 
 
 def kafka_version() -> str:
@@ -148,6 +150,7 @@ def up(settings: Settings | None = None, deadline_s: float = 90.0) -> int:
         return pid
     fetch_jars(settings)
     d = _dirs(settings)
+    d["base"].mkdir(parents=True, exist_ok=True)
     for k in ("data", "logs"):
         d[k].mkdir(parents=True, exist_ok=True)
     props = _server_properties(settings)
