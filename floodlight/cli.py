@@ -19,7 +19,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Floodlight: 
 topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of DESIGN §4.")
 app.add_typer(topics_app, name="topics")
 
-ROLE_CLIS = ("producers.cli", "processors.cli", "sinks.cli", "api.cli", "floodlight.demo_cli")
+ROLE_CLIS = ("producers.cli", "processors.cli", "sinks.cli", "api.cli", "floodlight.demo_cli", "floodlight.ops_cli",
+             "floodlight.replay_cli")
 PLANNED = {
     "ingest": "producers", "encoder": "processors", "packager": "sinks", "qoe": "processors",
     "api": "api", "replay": "floodlight", "demo": "floodlight", "dlq": "floodlight", "analytics": "api",
