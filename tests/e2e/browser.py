@@ -1,0 +1,42 @@
+"""Python side of the browser harness (harness.mjs): run a list of steps in headless chromium, get JSON back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+HARNESS = Path(__file__).resolve().parent / "harness.mjs"
+ROOT = HARNESS.parents[2]
+CHROMIUM = "/usr/bin/chromium"
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None. (./run set-up installs all three.)"""
+    if not shutil.which("node"):
+        return "node is not installed"
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is not installed (apt-get install chromium)"
+    if not (ROOT / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core is not installed (npm ci)"
+    return None
+
+
+def run_browser(steps: list[dict[str, Any]], timeout_s: float = 240) -> dict[str, Any]:
+    """Run the steps; return the harness's result (ok, steps, console, pageErrors, state)."""
+    plan = json.dumps({"steps": steps, "timeout_s": timeout_s})
+    res = subprocess.run(["node", str(HARNESS)], input=plan, capture_output=True, text=True,
+                         timeout=timeout_s + 60, cwd=ROOT)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"harness printed no result (rc={res.returncode}): {res.stderr[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def step(result: dict[str, Any], name: str) -> dict[str, Any]:
+    for s in result["steps"]:
+        if s["name"] == name:
+            return s
+    raise AssertionError(f"step {name!r} did not run: {json.dumps(result)[:3000]}")
