@@ -57,6 +57,19 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every role.")
     log_format: str = Field("json", description="json (structured) or text.")
 
+    # --- encoder role: GOPs -> ABR ladder of CMAF segments (issue 4) -------------------------
+    encoder_group: str = Field("floodlight-encoder", description="Consumer group of the encoder members.")
+    encoder_renditions: str = Field(
+        "all", description="Rungs this encoder member makes: all, or names like 1080p,720p (audio included by 'all')."
+    )
+    encoder_concurrent_gops: int = Field(
+        1, description="GOPs one encoder process transcodes at once (each uses one thread per rung)."
+    )
+    encoder_x264_threads: int = Field(1, description="libx264 threads per rung encoder (0 = x264's automatic count).")
+    encoder_dedup_window: int = Field(
+        20000, description="Recent (stream_id, gop_index) identities an encoder remembers to drop duplicates."
+    )
+
     def resolved_store_url(self) -> str:
         return self.store_url or (self.stack_dir / "store").as_uri()
 
