@@ -51,6 +51,32 @@ class Settings(BaseSettings):
     playback_token_ttl_s: int = Field(3600, description="Lifetime of signed playback URLs.")
     cors_origins: str = Field("*", description="Comma-separated CORS allow-list for playback endpoints.")
 
+    # --- api role: playback origin, registry, beacons, edge (issue 6) ---------------------------
+    api_block_timeout_s: float = Field(
+        0.0, description="Longest hold of an LL-HLS blocking request before 503 (0 = three target durations)."
+    )
+    api_silence_timeout_s: float = Field(
+        30.0, description="A live stream whose manifests stop changing this long is reported as ended."
+    )
+    api_beacon_rate_per_session: float = Field(
+        20.0, description="QoE beacons per second one session may send (token bucket, burst of 100)."
+    )
+    api_geo_header: str = Field(
+        "X-Country-Code", description="Trusted header (set by the edge) with the viewer's ISO country code."
+    )
+    ingest_rtmp_urls: str = Field(
+        "rtmp://127.0.0.1:1935/live,rtmp://127.0.0.1:1936/live",
+        description="Primary,backup RTMP ingest URLs handed out when a stream is created.",
+    )
+    ingest_srt_urls: str = Field(
+        "srt://127.0.0.1:9000,srt://127.0.0.1:9001",
+        description="Primary,backup SRT ingest URLs handed out when a stream is created.",
+    )
+    edge_country: str = Field(
+        "", description="Country code the local nginx edge stamps on requests (no GeoIP database locally)."
+    )
+    edge_cache_max_size: str = Field("2g", description="Size bound of the nginx edge's media cache.")
+
     # --- Roles -------------------------------------------------------------------------------
     ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")
     metrics_port: int = Field(0, description="Prometheus port of a role (0 = role default).")

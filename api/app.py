@@ -1,0 +1,194 @@
+"""The api role's FastAPI app: `create_app(settings)` (DESIGN §7).
+
+The lifespan starts what the process follows or writes: the stream registry view, the manifests
+follower that wakes blocked LL-HLS requests, a fire-and-forget beacon producer and a control
+producer for registry writes and cues. Routers: streams (registry), origin (playlists, media,
+keys, time), beacons, and, when importable, api.analytics and api.player.routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import metrics
+from api.beacons import BeaconSink, SessionRateLimiter
+from api.hub import ManifestFollower, PlaylistHub
+from api.tokens import PlaybackSigner
+from floodlight.keystore import KeyProvider, open_key_provider
+from floodlight.objectstore import ObjectStore, StoredObject, open_store
+from floodlight.registry import RegistryView
+from floodlight.settings import Settings, get_settings
+
+log = logging.getLogger("api.app")
+OPTIONAL_ROUTERS = ("api.analytics", "api.player.routes")
+
+
+@dataclass
+class Context:
+    """Everything a request handler needs, built once per app."""
+
+    settings: Settings
+    signer: PlaybackSigner
+    beacon_limiter: SessionRateLimiter
+    store: ObjectStore | None = None
+    keys: KeyProvider | None = None
+    registry: RegistryView | None = None
+    hub: PlaylistHub | None = None
+    follower: ManifestFollower | None = None
+    beacons: BeaconSink | None = None
+    control: Any = None  # confluent Producer for registry writes and cues
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def public_base(self) -> str:
+        return (self.settings.public_base_url or f"http://127.0.0.1:{self.settings.edge_port}").rstrip("/")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    ctx = Context(settings, PlaybackSigner(settings.playback_keys, settings.playback_token_ttl_s),
+                  SessionRateLimiter(settings.api_beacon_rate_per_session))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _start(ctx)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(_stop, ctx)
+
+    app = FastAPI(
+        title="Floodlight API",
+        version="1.0",
+        summary="Live stream registry, LL-HLS/DASH playback origin, AES keys and QoE beacons.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or ["*"]
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+                       allow_headers=["*"], expose_headers=["ETag", "Retry-After", "Content-Length"])
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": _jsonable(exc.errors())}, 422)
+
+    from api import beacons, origin, streams
+
+    app.include_router(streams.router)
+    app.include_router(origin.router)
+    app.include_router(beacons.router)
+    for modname in OPTIONAL_ROUTERS:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+                continue
+            raise
+        app.include_router(mod.router)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: Kafka reachable, registry caught up, store writable",
+             responses={503: {"description": "Not ready; `checks` says which part failed"}})
+    async def readyz() -> JSONResponse:
+        checks = await asyncio.to_thread(_readiness, ctx)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def prom() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        path = request.url.path
+        kind = path.split("/", 2)[1] if path.count("/") >= 1 else ""
+        metrics.REQUESTS.labels(kind if kind in _KINDS else "other", str(response.status_code)).inc()
+        return response
+
+    return app
+
+
+_KINDS = {"live", "vod", "keys", "api", "watch", "healthz", "readyz", "metrics", "edge"}
+
+
+def _jsonable(errors: Any) -> Any:
+    out = []
+    for e in errors:
+        e = dict(e)
+        e.pop("ctx", None)
+        if "input" in e and not isinstance(e["input"], (str, int, float, bool, type(None), list, dict)):
+            e["input"] = str(e["input"])
+        out.append(e)
+    return out
+
+
+async def _start(ctx: Context) -> None:
+    s = ctx.settings
+    loop = asyncio.get_running_loop()
+    ctx.store = await asyncio.to_thread(open_store, s.resolved_store_url(), s.s3_endpoint_url)
+    ctx.keys = open_key_provider(s.stack_dir)
+    store = ctx.store
+
+    async def read(key: str) -> StoredObject | None:
+        metrics.STORE_READS.labels("playlist").inc()
+        return await asyncio.to_thread(store.get, key)
+
+    ctx.hub = PlaylistHub(read)
+    hub = ctx.hub
+    ctx.registry = RegistryView(s).start()
+    ctx.follower = ManifestFollower(
+        s, lambda rec, received: loop.call_soon_threadsafe(hub.on_update, rec, received)).start()
+    ctx.beacons = BeaconSink(s)
+    from floodlight.kafka import make_producer
+
+    ctx.control = make_producer(s, **{"log_level": 3})
+    log.info("api started", extra={"store": s.resolved_store_url(), "topic_prefix": s.topic_prefix})
+
+
+def _stop(ctx: Context) -> None:
+    for part in (ctx.follower, ctx.registry):
+        if part is not None:
+            part.stop()
+    if ctx.beacons is not None:
+        ctx.beacons.close()
+    if ctx.control is not None:
+        ctx.control.flush(5)
+
+
+def _readiness(ctx: Context) -> dict[str, str]:
+    checks: dict[str, str] = {}
+    try:
+        assert ctx.control is not None
+        ctx.control.list_topics(ctx.settings.topic("streams"), timeout=2)
+        checks["kafka"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        checks["kafka"] = f"unreachable: {exc}"
+    checks["registry"] = "ok" if ctx.registry is not None and ctx.registry.caught_up else "catching up"
+    checks["manifests"] = "ok" if ctx.follower is not None and ctx.follower.caught_up.is_set() else "catching up"
+    try:
+        assert ctx.store is not None
+        key = f"health/readyz-{os.getpid()}"
+        ctx.store.put(key, str(time.time()).encode(), content_type="text/plain")
+        ctx.store.delete(key)
+        checks["store"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["store"] = f"not writable: {exc}"
+    return checks

@@ -1,0 +1,219 @@
+"""POST /api/v1/qoe/beacons: validate a batch of player QoE beacons and hand them to Kafka.
+
+Each beacon is checked against the QoeBeacon schema on its own: bad ones are reported back by
+index, good ones are produced to floodlight.qoe (key session_id) without waiting for the broker's
+ack, so a slow broker never holds a player's request. A token bucket per session bounds what one
+client can push.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api import metrics
+from floodlight.kafka import make_producer
+from floodlight.registry import STREAM_ID_RE
+from floodlight.settings import Settings
+from schemas import codec
+
+log = logging.getLogger("api.beacons")
+MAX_BATCH = 100
+MAX_BODY_BYTES = 256 * 1024
+BURST = 100.0
+router = APIRouter(tags=["qoe"])
+
+# (type, nullable, default or _REQUIRED), from schemas/QoeBeacon.avsc
+_REQUIRED = object()
+_LIMITS = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+
+
+def _beacon_fields() -> list[tuple[str, str, bool, Any]]:
+    schema = json.loads((codec.SCHEMA_DIR / "QoeBeacon.avsc").read_text())
+    out = []
+    for f in schema["fields"]:
+        t = f["type"]
+        nullable = isinstance(t, list)
+        base = [x for x in t if x != "null"][0] if nullable else t
+        out.append((f["name"], base, nullable, f.get("default", _REQUIRED)))
+    return out
+
+
+FIELDS = _beacon_fields()
+NON_NEGATIVE = {"buffer_events", "stall_ms", "bytes_downloaded", "startup_ms", "bitrate_kbps",
+                "dropped_frames", "watch_ms", "event_time"}
+
+
+def validate_beacon(raw: Any) -> dict[str, Any]:
+    """A complete QoeBeacon dict, or ValueError naming the first problem."""
+    if not isinstance(raw, dict):
+        raise ValueError("beacon must be a JSON object")
+    out: dict[str, Any] = {}
+    for name, typ, nullable, default in FIELDS:
+        if name not in raw or (raw[name] is None and not nullable and default is not _REQUIRED):
+            if default is _REQUIRED:
+                raise ValueError(f"missing required field {name!r}")
+            out[name] = default
+            continue
+        v = raw[name]
+        if v is None:
+            if not nullable:
+                raise ValueError(f"{name!r} must not be null")
+            out[name] = None
+            continue
+        if typ in ("int", "long"):
+            if isinstance(v, bool) or not isinstance(v, int):
+                if isinstance(v, float) and v.is_integer():
+                    v = int(v)
+                else:
+                    raise ValueError(f"{name!r} must be an integer")
+            lo, hi = _LIMITS[typ]
+            if not lo <= v <= hi:
+                raise ValueError(f"{name!r} out of range for {typ}")
+            if name in NON_NEGATIVE and v < 0:
+                raise ValueError(f"{name!r} must be >= 0")
+        elif typ == "string":
+            if not isinstance(v, str):
+                raise ValueError(f"{name!r} must be a string")
+            if len(v) > 256:
+                raise ValueError(f"{name!r} longer than 256 characters")
+        out[name] = v
+    if not STREAM_ID_RE.match(out["stream_id"]):
+        raise ValueError("'stream_id' is not a valid stream id")
+    if not out["session_id"]:
+        raise ValueError("'session_id' must not be empty")
+    return out
+
+
+class SessionRateLimiter:
+    """Token bucket per session id: `rate` beacons/s, bursts up to BURST."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, session_id: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(session_id, (BURST, now))
+        tokens = min(BURST, tokens + (now - last) * self.rate)
+        if tokens < 1.0:
+            self._buckets[session_id] = (tokens, now)
+            return False
+        self._buckets[session_id] = (tokens - 1.0, now)
+        if len(self._buckets) > 200_000:  # forget idle sessions (a full bucket is the default anyway)
+            horizon = now - BURST / max(self.rate, 0.001)
+            self._buckets = {k: v for k, v in self._buckets.items() if v[1] > horizon}
+        return True
+
+
+class BeaconSink:
+    """A fire-and-forget producer to floodlight.qoe; a thread serves its delivery callbacks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topic("qoe")
+        self.producer = make_producer(settings, **{"linger.ms": 20, "queue.buffering.max.messages": 500_000,
+                                                   "message.timeout.ms": 60_000, "log_level": 3})
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="beacon-producer", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    @staticmethod
+    def _delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            metrics.BEACONS.labels("lost").inc()
+            log.warning("beacon delivery failed", extra={"error": str(err)})
+
+    def send(self, beacon: dict[str, Any]) -> None:
+        """Queue one beacon; BufferError when the local queue is full."""
+        self.producer.produce(self.topic, key=beacon["session_id"].encode(),
+                              value=codec.encode("QoeBeacon", beacon), on_delivery=self._delivered)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.producer.flush(timeout)
+
+
+@router.post(
+    "/api/v1/qoe/beacons",
+    summary="Submit a batch of QoE beacons",
+    responses={
+        200: {"description": "All beacons accepted", "content": {"application/json": {
+            "example": {"accepted": 2, "rejected": []}}}},
+        207: {"description": "Some beacons rejected (by index), the rest accepted", "content": {
+            "application/json": {"example": {"accepted": 1, "rejected": [
+                {"index": 1, "error": "missing required field 'session_id'"}]}}}},
+        400: {"description": "Body is not JSON"},
+        413: {"description": "Body too large"},
+        422: {"description": "No beacon in the batch is valid, or the batch holds more than 100"},
+        429: {"description": "Every beacon was over its session's rate limit"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["beacons"], "properties": {
+            "beacons": {"type": "array", "maxItems": MAX_BATCH, "items": {"type": "object"}}}},
+        "example": {"beacons": [{
+            "event_time": 1795000000000, "stream_id": "demo", "session_id": "s-1f2e", "device_type": "web",
+            "quality": "720p", "buffer_events": 0, "stall_ms": 0, "bytes_downloaded": 1250000,
+            "latency_ms": 2400, "bitrate_kbps": 4000, "event_type": "heartbeat", "watch_ms": 10000}]},
+    }}}},
+)
+async def post_beacons(request: Request) -> JSONResponse:
+    """Accepts `{"beacons": [...]}` or a bare JSON array (navigator.sendBeacon sends text/plain)."""
+    ctx = request.app.state.ctx
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return JSONResponse({"detail": "body is not JSON"}, 400)
+    items = payload.get("beacons") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        return JSONResponse({"detail": "expected {\"beacons\": [...]} or a JSON array"}, 422)
+    if len(items) > MAX_BATCH:
+        return JSONResponse({"detail": f"at most {MAX_BATCH} beacons per batch, got {len(items)}"}, 422)
+    accepted = 0
+    rejected: list[dict[str, Any]] = []
+    limited = 0
+    for i, raw in enumerate(items):
+        try:
+            beacon = validate_beacon(raw)
+        except ValueError as exc:
+            rejected.append({"index": i, "error": str(exc)})
+            metrics.BEACONS.labels("invalid").inc()
+            continue
+        if not ctx.beacon_limiter.allow(beacon["session_id"]):
+            rejected.append({"index": i, "error": "rate limited"})
+            limited += 1
+            metrics.BEACONS.labels("rate_limited").inc()
+            continue
+        try:
+            ctx.beacons.send(beacon)
+        except BufferError:
+            rejected.append({"index": i, "error": "overloaded, retry later"})
+            metrics.BEACONS.labels("overloaded").inc()
+            continue
+        accepted += 1
+    metrics.BEACONS.labels("accepted").inc(accepted)
+    if rejected:
+        log.info("beacons rejected", extra={"count": len(rejected), "first": rejected[0]["error"]})
+    status = 200
+    if rejected and accepted:
+        status = 207
+    elif rejected and limited == len(rejected):
+        status = 429
+    elif rejected:
+        status = 422
+    return JSONResponse({"accepted": accepted, "rejected": rejected}, status)
