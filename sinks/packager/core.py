@@ -1,0 +1,360 @@
+"""The packaging core for one stream: RenditionSegments in, CMAF objects and manifests out.
+
+Kafka-free so the live sink (worker.py) and the replay tool share it: the key prefix (`live` or
+`vod/<asset>`) and VOD finalisation are parameters. Write order follows DESIGN §3.4: init, parts
+and segment objects first, then the playlists naming them, then master and MPD; objects that leave
+the DVR window are deleted only after the playlists stop naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from floodlight.keystore import KeyProvider
+from floodlight.objectstore import ObjectStore
+from sinks.packager import encrypt, mpd, playlist
+from sinks.packager.reorder import Released, ReorderBuffer
+from sinks.packager.state import CueEntry, Part, Segment, StreamConfig, StreamState, Track, gap_segment
+
+log = logging.getLogger("floodlight.packager")
+
+RENDITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+PREFIX_RE = re.compile(r"^(live|vod/[a-z0-9][a-z0-9-]{0,99})$")
+RESERVED = {"master", "mpd", "keys"}
+
+
+class BadSegment(ValueError):
+    """A RenditionSegment the packager cannot list (goes to the DLQ with this reason)."""
+
+
+@dataclass
+class Held:
+    """A record waiting in the reorder buffer, with where it came from (for safe commits)."""
+
+    rec: dict[str, Any]
+    partition: int = -1
+    offset: int = -1
+
+
+ManifestHook = Callable[[dict[str, Any]], None]
+
+
+def checkpoint_key(prefix: str, stream_id: str) -> str:
+    """Outside the served trees (live/, vod/): the api never exposes it."""
+    return f"packager/{prefix}/{stream_id}/state.json"
+
+
+def validate_segment(rec: dict[str, Any]) -> None:
+    r = rec.get("rendition") or {}
+    name = r.get("name", "")
+    if not STREAM_RE.match(rec.get("stream_id", "")):
+        raise BadSegment(f"invalid stream_id {rec.get('stream_id')!r}")
+    if not RENDITION_RE.match(name) or name in RESERVED:
+        raise BadSegment(f"invalid rendition name {name!r}")
+    if rec.get("timescale", 0) <= 0 or rec.get("duration", 0) <= 0:
+        raise BadSegment("timescale and duration must be positive")
+    if not rec.get("data"):
+        raise BadSegment("empty segment data")
+    size = len(rec["data"])
+    for p in rec.get("parts") or []:
+        if p["offset"] < 0 or p["length"] <= 0 or p["offset"] + p["length"] > size or p["duration"] <= 0:
+            raise BadSegment(f"part outside the segment: {p['offset']}+{p['length']} of {size}")
+
+
+class StreamPackager:
+    """Owns one stream's state, reorder buffers and object writes."""
+
+    def __init__(self, store: ObjectStore, state: StreamState, *, keys: KeyProvider | None = None,
+                 gap_deadline_s: float = 3.0, on_manifest: ManifestHook | None = None,
+                 write_mpd: bool = True) -> None:
+        if not PREFIX_RE.match(state.prefix) or not STREAM_RE.match(state.stream_id):
+            raise ValueError(f"invalid prefix/stream {state.prefix!r}/{state.stream_id!r}")
+        self.store = store
+        self.state = state
+        self.keys = keys
+        self.gap_deadline_s = gap_deadline_s
+        self.on_manifest = on_manifest
+        self.write_mpd = write_mpd
+        self.buffers: dict[str, ReorderBuffer[Held]] = {}
+        self.dirty: set[str] = set()
+        self.last_segment_at = time.monotonic()
+        self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0}
+        for name, track in state.tracks.items():
+            if track.segments:
+                self._buffer(name).next_msn = track.last_msn + 1
+
+    # --- construction -----------------------------------------------------------------------
+    @classmethod
+    def open(cls, store: ObjectStore, stream_id: str, *, prefix: str = "live", config: StreamConfig | None = None,
+             **kw: Any) -> StreamPackager:
+        """Resume from the checkpoint in the store when there is one (restart keeps msns), else start fresh."""
+        obj = store.get(checkpoint_key(prefix, stream_id))
+        if obj is not None:
+            state = StreamState.from_dict(json.loads(obj.data))
+            if config is not None:
+                state.config = config
+        else:
+            state = StreamState(stream_id=stream_id, prefix=prefix, config=config or StreamConfig())
+        return cls(store, state, **kw)
+
+    def checkpoint(self) -> None:
+        data = json.dumps(self.state.to_dict(), separators=(",", ":")).encode()
+        self.store.put(checkpoint_key(self.state.prefix, self.state.stream_id), data,
+                       content_type="application/json", cache_control="no-store")
+
+    # --- input ------------------------------------------------------------------------------
+    def _buffer(self, name: str) -> ReorderBuffer[Held]:
+        buf = self.buffers.get(name)
+        if buf is None:
+            buf = self.buffers[name] = ReorderBuffer(self.gap_deadline_s)
+        return buf
+
+    def add(self, rec: dict[str, Any], now: float, partition: int = -1, offset: int = -1) -> None:
+        """Take one RenditionSegment: reorder, then write what is ready. Raises BadSegment."""
+        validate_segment(rec)
+        if rec["stream_id"] != self.state.stream_id:
+            raise BadSegment(f"segment of {rec['stream_id']} given to packager of {self.state.stream_id}")
+        name = rec["rendition"]["name"]
+        msn = self.state.msn_of(rec["gop_index"])
+        self.last_segment_at = now
+        if msn < 0:
+            self.stats["too_old"] += 1
+            log.info("segment before the stream's first GOP dropped",
+                     extra={"stream_id": self.state.stream_id, "gop_index": rec["gop_index"], "rendition": name})
+            return
+        buf = self._buffer(name)
+        if buf.next_msn is None:
+            buf.next_msn = min(msn, self.state.start_msn()) if self.state.tracks else msn
+        self._apply(name, buf.offer(msn, Held(rec, partition, offset), now))
+
+    def tick(self, now: float) -> None:
+        """Release gaps whose deadline has passed."""
+        for name, buf in list(self.buffers.items()):
+            self._apply(name, buf.expire(now))
+
+    def held_offsets(self) -> list[tuple[int, int]]:
+        """(partition, offset) of records still waiting: commits must not pass them."""
+        return [(h.partition, h.offset) for b in self.buffers.values() for h in b.pending.values()
+                if h.offset >= 0]
+
+    @property
+    def holding(self) -> int:
+        return sum(b.holding for b in self.buffers.values())
+
+    def add_cue(self, cue: dict[str, Any]) -> bool:
+        """Register an ad break; it is placed on the next segment boundary at or after its start."""
+        if cue["cue_id"] in self.state.cues:
+            return False
+        edge = max((t.last_msn for t in self.state.tracks.values()), default=-1) + 1
+        raw = cue.get("scte35")
+        self.state.cues[cue["cue_id"]] = CueEntry(
+            cue_id=cue["cue_id"], splice_event_id=int(cue["splice_event_id"]), start_ms=int(cue["start_wallclock_ms"]),
+            duration_ms=int(cue["duration_ms"]), scte35_hex=raw.hex() if raw else None, after_msn=edge)
+        self._place_cues()
+        return True
+
+    # --- applying ---------------------------------------------------------------------------
+    def _apply(self, name: str, released: list[Released[Held]]) -> None:
+        for r in released:
+            if r.item is None:
+                self._add_gap(name, r.msn)
+            else:
+                self._add_segment(r.item.rec, r.msn, late=r.late)
+
+    def _track(self, rec: dict[str, Any]) -> Track:
+        r = rec["rendition"]
+        t = self.state.tracks.get(r["name"])
+        if t is None:
+            t = self.state.tracks[r["name"]] = Track(name=r["name"], media_type=r["media_type"], codecs=r["codecs"])
+        t.codecs = r["codecs"] or t.codecs
+        t.bandwidth = max(t.bandwidth, int(r.get("bandwidth") or 0))
+        t.average_bandwidth = max(t.average_bandwidth, int(r.get("average_bandwidth") or 0))
+        for f in ("target_bitrate", "width", "height", "frame_rate", "sample_rate", "channels"):
+            if r.get(f):
+                setattr(t, f, r[f])
+        t.timescale = rec["timescale"]
+        return t
+
+    def _key_for(self, msn: int) -> tuple[str | None, bytes | None, bytes | None]:
+        if not self.state.config.drm or self.keys is None:
+            return None, None, None
+        kid = encrypt.key_id_for(msn, self.state.config.key_rotation_segments)
+        ck = self.keys.get_or_create(self.state.stream_id, kid)
+        return kid, ck.key, ck.iv
+
+    def _add_segment(self, rec: dict[str, Any], msn: int, late: bool) -> None:
+        name = rec["rendition"]["name"]
+        track = self._track(rec)
+        existing = track.segments.get(msn)
+        if existing is not None and not existing.gap:
+            self.stats["duplicates"] += 1  # re-delivery: same GOP, same objects already written
+            return
+        if late and existing is None and (not track.segments or msn < min(track.segments)):
+            self.stats["too_old"] += 1  # before the window (or purged): listing it would move MEDIA-SEQUENCE back
+            log.info("late segment outside the window dropped",
+                     extra={"stream_id": self.state.stream_id, "gop_index": rec["gop_index"], "rendition": name})
+            return
+        root = f"{self.state.root}/{name}"
+        init_name = track.init_name(rec["init_hash"])
+        self.store.put_if_changed(f"{root}/{init_name}", rec["init_segment"])
+        kid, key, iv = self._key_for(msn)
+        data: bytes = rec["data"]
+        parts = rec.get("parts") or []
+        for j, p in enumerate(parts):
+            start = 0 if j == 0 else p["offset"]
+            chunk = data[start:p["offset"] + p["length"]]
+            self.store.put_if_changed(f"{root}/{msn}.{j}.m4s", encrypt.encrypt(chunk, key, iv) if key else chunk)
+        self.store.put_if_changed(f"{root}/{msn}.m4s", encrypt.encrypt(data, key, iv) if key else data)
+        seg = Segment(msn=msn, pts=rec["pts"], duration=rec["duration"], timescale=rec["timescale"],
+                      pdt_ms=rec["capture_wallclock_ms"], epoch=rec.get("epoch", 0), init_hash=rec["init_hash"],
+                      parts=[Part(float(p["duration"]), bool(p["independent"])) for p in parts],
+                      key_id=kid, iv_hex=iv.hex() if iv else None, size=len(data))
+        if not self.state.ast_ms:
+            self.state.ast_ms = seg.pdt_ms
+        if track.pto < 0:
+            track.pto = max(0, seg.pts - round((seg.pdt_ms - self.state.ast_ms) * seg.timescale / 1000))
+        track.segments[msn] = seg
+        self.state.note_durations(seg)
+        self.stats["late_fills" if existing is not None else "segments"] += 1
+        if existing is not None:
+            log.info("gap filled by a late segment", extra={"stream_id": self.state.stream_id,
+                                                            "gop_index": rec["gop_index"], "rendition": name})
+        self.dirty.add(name)
+        self._place_cues()
+
+    def _add_gap(self, name: str, msn: int) -> None:
+        track = self.state.tracks.get(name)
+        if track is None or msn in track.segments:
+            return
+        later = [m for m in track.segments if m > msn]
+        nxt = track.segments[min(later)] if later else None
+        held = self.buffers[name].pending
+        if nxt is None and held:
+            h = held[min(held)].rec
+            nxt = Segment(msn=min(held), pts=h["pts"], duration=h["duration"], timescale=h["timescale"],
+                          pdt_ms=h["capture_wallclock_ms"], epoch=h.get("epoch", 0))
+        seg = gap_segment(track, msn, nxt)
+        seg.key_id, _, iv = self._key_for(msn)
+        seg.iv_hex = iv.hex() if iv else None
+        track.segments[msn] = seg
+        self.stats["gaps"] += 1
+        log.warning("GOP missing after the deadline: published as a gap",
+                    extra={"stream_id": self.state.stream_id, "gop_index": msn + (self.state.base_gop or 0),
+                           "rendition": name})
+        self.dirty.add(name)
+
+    def _place_cues(self) -> None:
+        """Snap pending cue starts/ends to segment boundaries once the boundary segment exists."""
+        known: dict[int, int] = {}
+        for t in self.state.tracks.values():
+            for m, s in t.segments.items():
+                if not s.gap:
+                    known.setdefault(m, s.pdt_ms)
+        if not known:
+            return
+        for cue in self.state.cues.values():
+            if cue.out_msn is None:
+                cands = [m for m, pdt in known.items() if m >= cue.after_msn and pdt >= cue.start_ms - 5]
+                if cands:
+                    cue.out_msn = min(cands)
+                    self.dirty.update(self.state.tracks)
+            if cue.out_msn is not None and cue.in_msn is None:
+                out_pdt = known.get(cue.out_msn)
+                if out_pdt is None:
+                    continue
+                cands = [m for m, pdt in known.items() if m > cue.out_msn and pdt >= out_pdt + cue.duration_ms - 5]
+                if cands:
+                    cue.in_msn = min(cands)
+                    self.dirty.update(self.state.tracks)
+
+    # --- output -----------------------------------------------------------------------------
+    def flush(self, wall_ms: int | None = None) -> int:
+        """Write the playlists of changed renditions (then master and MPD); return how many were written."""
+        if not self.dirty:
+            return 0
+        wall_ms = wall_ms or int(time.time() * 1000)
+        root = self.state.root
+        doomed: list[tuple[str, Segment]] = []
+        for name in sorted(self.dirty):
+            track = self.state.tracks[name]
+            gone = self.state.expired(track)
+            self.state.drop(track, [s.msn for s in gone])
+            doomed += [(name, s) for s in gone]
+        written = 0
+        for name in sorted(self.dirty):
+            track = self.state.tracks[name]
+            if not track.segments:
+                continue
+            text = playlist.media_playlist(self.state, name, playlist.LIVE)
+            self.store.put_if_changed(f"{root}/{name}/playlist-skip.m3u8",
+                                      playlist.media_playlist(self.state, name, playlist.SKIP).encode())
+            self.store.put_if_changed(f"{root}/{name}/dvr.m3u8",
+                                      playlist.media_playlist(self.state, name, playlist.DVR).encode())
+            etag, changed = self.store.put_if_changed(f"{root}/{name}/playlist.m3u8", text.encode())
+            written += 1
+            if changed:
+                track.version = max(track.version + 1, wall_ms)
+                self._announce(name, track.last_msn, -1, track.version, etag, wall_ms)
+        if playlist.video_tracks(self.state):
+            self._write_doc("master", f"{root}/master.m3u8", playlist.master_playlist(self.state), wall_ms)
+            self._write_doc("master-dvr", f"{root}/master-dvr.m3u8",
+                            playlist.master_playlist(self.state, "dvr.m3u8"), wall_ms, announce=False)
+            if self.write_mpd and not self.state.config.drm:
+                self._write_doc("mpd", f"{root}/manifest.mpd", mpd.render_mpd(self.state, wall_ms), wall_ms)
+        for name, seg in doomed:
+            self._delete_media(name, seg)
+        self.dirty.clear()
+        return written
+
+    def _write_doc(self, label: str, key: str, text: str, wall_ms: int, announce: bool = True) -> None:
+        etag, changed = self.store.put_if_changed(key, text.encode())
+        if changed and announce:
+            self.state.version = max(self.state.version + 1, wall_ms)
+            self._announce(label, -1, -1, self.state.version, etag, wall_ms)
+
+    def _announce(self, rendition: str, msn: int, part: int, version: int, etag: str, wall_ms: int) -> None:
+        if self.on_manifest is None:
+            return
+        self.on_manifest({"stream_id": self.state.stream_id, "rendition": rendition, "msn": msn, "part": part,
+                          "version": version, "etag": etag, "written_wallclock_ms": wall_ms,
+                          "ended": self.state.ended or self.state.vod})
+
+    def _delete_media(self, name: str, seg: Segment) -> None:
+        root = f"{self.state.root}/{name}"
+        for j in range(len(seg.parts)):
+            self.store.delete(f"{root}/{seg.msn}.{j}.m4s")
+        if not seg.gap:
+            self.store.delete(f"{root}/{seg.msn}.m4s")
+        self.stats["deleted"] += 1
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def end(self, vod: bool = False, wall_ms: int | None = None) -> None:
+        """Stream over: release what waits (holes become gaps), then ENDLIST everywhere (static MPD)."""
+        for name, buf in list(self.buffers.items()):
+            self._apply(name, buf.flush())
+        self.state.ended = True
+        self.state.vod = self.state.vod or vod
+        self.dirty.update(n for n, t in self.state.tracks.items() if t.segments)
+        self.flush(wall_ms)
+
+    def reopen(self) -> None:
+        """The stream went live again after an end: drop ENDLIST on the next write."""
+        if self.state.ended and not self.state.vod:
+            self.state.ended = False
+            self.dirty.update(n for n, t in self.state.tracks.items() if t.segments)
+
+    def purge_all(self) -> int:
+        """Delete every object of the stream (ended and past its DVR window)."""
+        n = 0
+        for key in list(self.store.list(f"{self.state.root}/")):
+            self.store.delete(key)
+            n += 1
+        self.store.delete(checkpoint_key(self.state.prefix, self.state.stream_id))
+        return n

@@ -1,0 +1,256 @@
+"""HLS rendering (RFC 8216bis, LL-HLS): pure functions of a StreamState, no I/O, no clock.
+
+Three media playlists per rendition: the live window (`playlist.m3u8`), its delta update
+(`playlist-skip.m3u8`, served for `_HLS_skip=YES`) and the whole DVR window (`dvr.m3u8`); plus the
+master. URIs are relative, except EXT-X-KEY which points at the api key endpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from sinks.packager import scte35
+from sinks.packager.state import CueEntry, Segment, StreamState, Track
+
+VERSION = 9  # EXT-X-SKIP (delta updates) needs 9; LL-HLS and EXT-X-GAP are within it
+PART_WINDOW_TARGETS = 3  # parts are listed for the last three target durations (RFC 8216bis §4.4.4.9)
+LIVE = "live"
+DVR = "dvr"
+SKIP = "skip"
+KEY_URI = "/keys/{stream_id}/{key_id}"
+
+
+def iso_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def fmt(x: float, places: int = 5) -> str:
+    return f"{x:.{places}f}"
+
+
+def live_window(state: StreamState, track: Track) -> list[Segment]:
+    """The live playlist's segments: the last live_window_s, or everything once ended/VOD."""
+    segs = track.ordered()
+    if state.ended or state.vod or not segs:
+        return segs
+    edge = segs[-1].end_ms - state.config.live_window_s * 1000
+    window = [s for s in segs if s.end_ms > edge]
+    min_keep = 6 * max(1, state.target_duration)  # keep CAN-SKIP-UNTIL meaningful
+    while len(window) < len(segs) and sum(s.seconds for s in window) < min_keep:
+        window.insert(0, segs[len(segs) - len(window) - 1])
+    return window
+
+
+def skip_until(state: StreamState) -> float:
+    return 6.0 * max(1, state.target_duration)
+
+
+def skipped_count(state: StreamState, segs: list[Segment]) -> int:
+    """Leading segments a delta update may skip: the rest still spans at least CAN-SKIP-UNTIL."""
+    limit = skip_until(state)
+    remaining = sum(s.seconds for s in segs)
+    n = 0
+    for s in segs[:-1]:
+        if remaining - s.seconds < limit:
+            break
+        remaining -= s.seconds
+        n += 1
+    return n
+
+
+def _key_tag(state: StreamState, seg: Segment) -> str:
+    if not seg.key_id:
+        return "#EXT-X-KEY:METHOD=NONE"
+    uri = KEY_URI.format(stream_id=state.stream_id, key_id=seg.key_id)
+    return f'#EXT-X-KEY:METHOD=AES-128,URI="{uri}",IV=0x{seg.iv_hex}'
+
+
+def _cue_tags(state: StreamState, cue: CueEntry, at: Segment, kind: str) -> list[str]:
+    """DATERANGE with SCTE35-OUT at the break's first segment, SCTE35-IN where programming resumes."""
+    start_ms = _boundary_pdt(state, cue.out_msn)
+    if start_ms is None:
+        start_ms = cue.start_ms
+    planned = cue.duration_ms / 1000
+    if kind == "out":
+        out_hex = cue.scte35_hex or scte35.splice_insert(cue.splice_event_id, True, cue.duration_ms).hex()
+        return [
+            f'#EXT-X-DATERANGE:ID="{cue.cue_id}",CLASS="urn:scte:scte35:2013:bin",START-DATE="{iso_ms(start_ms)}",'
+            f"PLANNED-DURATION={fmt(planned, 3)},SCTE35-OUT=0x{out_hex.upper()}",
+            f"#EXT-X-CUE-OUT:DURATION={fmt(planned, 3)}",
+        ]
+    in_hex = scte35.splice_insert(cue.splice_event_id, False).hex()
+    actual = max(0.0, (at.pdt_ms - start_ms) / 1000)
+    return [
+        f'#EXT-X-DATERANGE:ID="{cue.cue_id}",CLASS="urn:scte:scte35:2013:bin",START-DATE="{iso_ms(start_ms)}",'
+        f'END-DATE="{iso_ms(at.pdt_ms)}",DURATION={fmt(actual, 3)},SCTE35-IN=0x{in_hex.upper()}',
+        "#EXT-X-CUE-IN",
+    ]
+
+
+def _boundary_pdt(state: StreamState, msn: int | None) -> int | None:
+    """PDT of segment msn in any track (tracks are aligned by msn, so any will do)."""
+    if msn is None:
+        return None
+    for t in state.tracks.values():
+        seg = t.segments.get(msn)
+        if seg is not None:
+            return seg.pdt_ms
+    return None
+
+
+def _cues_at(state: StreamState) -> dict[int, list[tuple[CueEntry, str]]]:
+    out: dict[int, list[tuple[CueEntry, str]]] = {}
+    for cue in sorted(state.cues.values(), key=lambda c: (c.start_ms, c.cue_id)):
+        if cue.out_msn is not None:
+            out.setdefault(cue.out_msn, []).append((cue, "out"))
+        if cue.in_msn is not None:
+            out.setdefault(cue.in_msn, []).append((cue, "in"))
+    return out
+
+
+def media_playlist(state: StreamState, name: str, kind: str = LIVE) -> str:
+    """Render one rendition's media playlist; `kind` is live, skip (delta update) or dvr."""
+    track = state.tracks[name]
+    segs = track.ordered() if kind == DVR else live_window(state, track)
+    final = state.ended or state.vod
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{max(1, state.target_duration)}"]
+    parts_on = state.has_parts and not final
+    if not final:
+        sc = f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={fmt(skip_until(state), 1)}"
+        if parts_on:
+            sc += f",PART-HOLD-BACK={fmt(3 * state.part_target, 3)}"
+        sc += f",HOLD-BACK={fmt(3.0 * max(1, state.target_duration), 1)}"
+        lines.append(sc)
+        if parts_on:
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={fmt(state.part_target, 3)}")
+    if state.vod:
+        lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
+    if not segs:
+        lines.append("#EXT-X-MEDIA-SEQUENCE:0")
+        return "\n".join(lines) + "\n"
+    disc = state.discontinuities(track)
+    lines.append(f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn}")
+    lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{disc[segs[0].msn]}")
+    lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
+
+    skipped = skipped_count(state, segs) if kind == SKIP and not final else 0
+    cues = _cues_at(state)
+    if skipped:
+        lines.append(f"#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}")
+        for s in segs[:skipped]:  # DATERANGEs of skipped segments stay (no CAN-SKIP-DATERANGES)
+            lines += [t for cue, k in cues.get(s.msn, []) for t in _cue_tags(state, cue, s, k)
+                      if t.startswith("#EXT-X-DATERANGE")]
+
+    part_from = _part_window_start(state, segs) if parts_on else None
+    cur_init: str | None = None
+    cur_key: str | None = None
+    prev: Segment | None = None
+    for i, seg in enumerate(segs):
+        if i < skipped:
+            prev = seg
+            continue
+        first_listed = i == skipped
+        if prev is not None and disc[seg.msn] > disc[prev.msn]:
+            lines.append("#EXT-X-DISCONTINUITY")
+        init_name = track.inits.get(seg.init_hash) if seg.init_hash else None
+        if init_name is None and first_listed:
+            init_name = next(iter(track.inits.values()), "init.mp4")
+        if init_name and init_name != cur_init:
+            if cur_key:  # keep init sections in the clear (RFC 8216bis §4.4.4.5)
+                lines.append("#EXT-X-KEY:METHOD=NONE")
+                cur_key = None
+            lines.append(f'#EXT-X-MAP:URI="{init_name}"')
+            cur_init = init_name
+        if (seg.key_id or None) != cur_key:
+            lines.append(_key_tag(state, seg))
+            cur_key = seg.key_id or None
+        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(seg.pdt_ms)}")
+        for cue, k in cues.get(seg.msn, []):
+            lines += _cue_tags(state, cue, seg, k)
+        if seg.gap:
+            lines.append("#EXT-X-GAP")
+        elif part_from is not None and seg.msn >= part_from and len(seg.parts) > 0:
+            for j, p in enumerate(seg.parts):
+                ind = ",INDEPENDENT=YES" if p.independent else ""
+                lines.append(f'#EXT-X-PART:DURATION={fmt(p.duration)},URI="{seg.msn}.{j}.m4s"{ind}')
+        lines.append(f"#EXTINF:{fmt(seg.seconds)},")
+        lines.append(f"{seg.msn}.m4s")
+        prev = seg
+    if parts_on:
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{segs[-1].msn + 1}.0.m4s"')
+    if not final:
+        lines += rendition_reports(state, name)
+    if final:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def _part_window_start(state: StreamState, segs: list[Segment]) -> int:
+    """First msn whose parts are listed: segments within the last three target durations."""
+    limit = PART_WINDOW_TARGETS * max(1, state.target_duration)
+    acc = 0.0
+    first = segs[-1].msn
+    for s in reversed(segs):
+        if acc >= limit:
+            break
+        acc += s.seconds
+        first = s.msn
+    return first
+
+
+def last_part(track: Track) -> int:
+    if not track.segments:
+        return -1
+    seg = track.segments[track.last_msn]
+    return max(0, len(seg.parts) - 1)
+
+
+def rendition_reports(state: StreamState, name: str) -> list[str]:
+    out = []
+    for other in sorted(state.tracks):
+        t = state.tracks[other]
+        if other == name or not t.segments:
+            continue
+        lp = f",LAST-PART={last_part(t)}" if state.has_parts else ""
+        out.append(f'#EXT-X-RENDITION-REPORT:URI="../{other}/playlist.m3u8",LAST-MSN={t.last_msn}{lp}')
+    return out
+
+
+def video_tracks(state: StreamState) -> list[Track]:
+    vids = [t for t in state.tracks.values() if t.media_type == "VIDEO" and t.segments]
+    return sorted(vids, key=lambda t: (-max(t.bandwidth, t.target_bitrate), t.name))
+
+
+def audio_track(state: StreamState) -> Track | None:
+    auds = [t for t in state.tracks.values() if t.media_type == "AUDIO" and t.segments]
+    return sorted(auds, key=lambda t: t.name)[0] if auds else None
+
+
+def master_playlist(state: StreamState, media: str = "playlist.m3u8") -> str:
+    """Multivariant playlist: every video rung with the shared audio group (EXT-X-MEDIA)."""
+    lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    audio = audio_track(state)
+    group = state.config.audio_group
+    if audio is not None:
+        ch = f',CHANNELS="{audio.channels}"' if audio.channels else ""
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{group}",NAME="{audio.name}",LANGUAGE="und",'
+                     f'DEFAULT=YES,AUTOSELECT=YES{ch},URI="{audio.name}/{media}"')
+    for t in video_tracks(state):
+        bw = max(t.bandwidth, t.target_bitrate) + (audio.bandwidth if audio else 0)
+        avg = (t.average_bandwidth or t.target_bitrate) + (audio.average_bandwidth if audio else 0)
+        codecs = ",".join(_codec_list([t] + ([audio] if audio else [])))
+        attrs = [f"BANDWIDTH={bw}", f"AVERAGE-BANDWIDTH={avg}", f'CODECS="{codecs}"']
+        if t.width and t.height:
+            attrs.append(f"RESOLUTION={t.width}x{t.height}")
+        if t.frame_rate:
+            attrs.append(f"FRAME-RATE={t.frame_rate:.3f}")
+        if audio is not None:
+            attrs.append(f'AUDIO="{group}"')
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attrs))
+        lines.append(f"{t.name}/{media}")
+    return "\n".join(lines) + "\n"
+
+
+def _codec_list(tracks: Iterable[Track]) -> list[str]:
+    return [t.codecs for t in tracks if t.codecs]

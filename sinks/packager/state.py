@@ -1,0 +1,259 @@
+"""The per-stream packaging model: tracks of segments (with parts, gaps, keys), cues and the DVR window.
+
+Pure data plus the rules that change it; no I/O. Playlists and the MPD are rendered from this
+(playlist.py, mpd.py), and it round-trips through JSON so a restarted packager continues with the
+same media sequence numbers (DESIGN §3.3, §3.6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Part:
+    duration: float
+    independent: bool
+
+
+@dataclass
+class Segment:
+    """Segment `msn` of one track: the CMAF media of GOP base+msn, or a gap standing in for it."""
+
+    msn: int
+    pts: int
+    duration: int
+    timescale: int
+    pdt_ms: int
+    epoch: int = 0
+    init_hash: str = ""
+    parts: list[Part] = field(default_factory=list)
+    gap: bool = False
+    key_id: str | None = None
+    iv_hex: str | None = None
+    size: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.duration / self.timescale if self.timescale else 0.0
+
+    @property
+    def end_ms(self) -> int:
+        return self.pdt_ms + round(self.seconds * 1000)
+
+
+@dataclass
+class Track:
+    """One rendition (a video rung or `audio`) and its segments in the DVR window, keyed by msn."""
+
+    name: str
+    media_type: str  # VIDEO | AUDIO
+    codecs: str
+    bandwidth: int = 0
+    average_bandwidth: int = 0
+    target_bitrate: int = 0
+    width: int = 0
+    height: int = 0
+    frame_rate: float = 0.0
+    sample_rate: int = 0
+    channels: int = 0
+    timescale: int = 0
+    inits: dict[str, str] = field(default_factory=dict)  # init_hash -> object name (init.mp4, init-<h>.mp4)
+    segments: dict[int, Segment] = field(default_factory=dict)
+    version: int = 0
+    disc_base: int = 0  # discontinuity sequence number of the first kept segment
+    pto: int = -1  # DASH presentationTimeOffset, fixed by the track's first segment
+
+    def ordered(self) -> list[Segment]:
+        return [self.segments[m] for m in sorted(self.segments)]
+
+    @property
+    def last_msn(self) -> int:
+        return max(self.segments) if self.segments else -1
+
+    def init_name(self, init_hash: str) -> str:
+        """Object name of an init segment; the first one is the contract's `init.mp4`."""
+        name = self.inits.get(init_hash)
+        if name is None:
+            name = "init.mp4" if not self.inits else f"init-{init_hash[:16]}.mp4"
+            self.inits[init_hash] = name
+        return name
+
+
+@dataclass
+class CueEntry:
+    """An ad break: requested start snapped to the first segment starting at or after it."""
+
+    cue_id: str
+    splice_event_id: int
+    start_ms: int
+    duration_ms: int
+    scte35_hex: str | None = None
+    out_msn: int | None = None  # segment where the break starts (CUE-OUT)
+    in_msn: int | None = None  # segment where programming resumes (CUE-IN)
+    after_msn: int = 0  # the live edge when the cue arrived: it is never placed in the past
+
+
+@dataclass
+class StreamConfig:
+    """What the registry (or the replay tool) says about how to package a stream."""
+
+    latency_mode: str = "STANDARD"
+    dvr_window_s: int = 7200
+    drm: bool = False
+    key_rotation_segments: int = 10
+    live_window_s: float = 60.0
+    audio_group: str = "aac"
+
+
+@dataclass
+class StreamState:
+    stream_id: str
+    prefix: str = "live"  # "live" or "vod/<asset>": keys are {prefix}/{stream_id}/...
+    base_gop: int | None = None  # gop_index of msn 0, fixed at the first GOP and persisted
+    tracks: dict[str, Track] = field(default_factory=dict)
+    cues: dict[str, CueEntry] = field(default_factory=dict)
+    config: StreamConfig = field(default_factory=StreamConfig)
+    target_duration: int = 0  # fixed once known (RFC 8216bis: must not change); raised only if exceeded
+    part_target: float = 0.0
+    ast_ms: int = 0  # DASH availabilityStartTime: wall-clock of msn 0's start
+    ended: bool = False
+    vod: bool = False  # finalised as VOD (replay): PLAYLIST-TYPE:VOD + static MPD
+    version: int = 0  # master/mpd version
+
+    # --- identity ---------------------------------------------------------------------------
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}/{self.stream_id}"
+
+    def msn_of(self, gop_index: int) -> int:
+        if self.base_gop is None:
+            self.base_gop = gop_index
+        return gop_index - self.base_gop
+
+    def start_msn(self) -> int:
+        """Lowest msn any track holds (new tracks start here so MEDIA-SEQUENCE never goes back)."""
+        firsts = [min(t.segments) for t in self.tracks.values() if t.segments]
+        return min(firsts) if firsts else 0
+
+    # --- timing -----------------------------------------------------------------------------
+    def note_durations(self, seg: Segment) -> None:
+        """Fix TARGETDURATION and PART-TARGET from the first segment; raise them only if exceeded."""
+        if seg.gap:
+            return
+        td = max(1, round(seg.seconds))
+        if td > self.target_duration:
+            self.target_duration = td
+        if seg.parts:
+            longest = max(p.duration for p in seg.parts)
+            pt = math.ceil(longest * 1000 - 1e-6) / 1000
+            if pt > self.part_target:
+                self.part_target = pt
+
+    @property
+    def has_parts(self) -> bool:
+        return self.part_target > 0 and any(len(s.parts) > 1 for t in self.tracks.values()
+                                            for s in list(t.segments.values())[-3:])
+
+    # --- discontinuities --------------------------------------------------------------------
+    def discontinuities(self, track: Track) -> dict[int, int]:
+        """msn -> discontinuity sequence number, and which segments start a discontinuity (value changes)."""
+        out: dict[int, int] = {}
+        seq = track.disc_base
+        prev: Segment | None = None
+        for seg in track.ordered():
+            if prev is not None and not seg.gap and starts_discontinuity(prev, seg):
+                seq += 1
+            out[seg.msn] = seq
+            if not seg.gap:
+                prev = seg
+        return out
+
+    # --- DVR --------------------------------------------------------------------------------
+    def expired(self, track: Track) -> list[Segment]:
+        """Segments that left the DVR window (or the live window when DVR is off)."""
+        segs = track.ordered()
+        if not segs or self.ended:
+            return []
+        window_ms = (self.config.dvr_window_s or self.config.live_window_s) * 1000
+        newest_end = max(s.end_ms for s in segs)
+        return [s for s in segs if s.end_ms <= newest_end - window_ms]
+
+    def drop(self, track: Track, msns: list[int]) -> None:
+        """Forget expired segments; the first kept one keeps its discontinuity sequence number."""
+        if not msns:
+            return
+        disc = self.discontinuities(track)
+        gone = set(msns)
+        keep = [m for m in track.segments if m not in gone]
+        if keep:
+            track.disc_base = max(track.disc_base, disc[min(keep)])
+        for m in msns:
+            track.segments.pop(m, None)
+
+    # --- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state_version"] = STATE_VERSION
+        for t in d["tracks"].values():
+            t["segments"] = [_seg_row(s) for s in t["segments"].values()]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StreamState:
+        d = dict(d)
+        d.pop("state_version", None)
+        tracks = {}
+        for name, t in d.pop("tracks").items():
+            t = dict(t)
+            rows = t.pop("segments")
+            track = Track(**t)
+            for row in rows:
+                seg = _seg_from_row(row)
+                track.segments[seg.msn] = seg
+            tracks[name] = track
+        cues = {k: CueEntry(**v) for k, v in d.pop("cues").items()}
+        config = StreamConfig(**d.pop("config"))
+        return cls(tracks=tracks, cues=cues, config=config, **d)
+
+
+def starts_discontinuity(prev: Segment, seg: Segment) -> bool:
+    """A new epoch (source restart/failover) or new encoding parameters (different init)."""
+    return seg.epoch != prev.epoch or (bool(seg.init_hash) and seg.init_hash != prev.init_hash)
+
+
+def _seg_row(s: dict[str, Any]) -> list[Any]:
+    return [s["msn"], s["pts"], s["duration"], s["timescale"], s["pdt_ms"], s["epoch"], s["init_hash"],
+            [[p["duration"], p["independent"]] for p in s["parts"]], s["gap"], s["key_id"], s["iv_hex"],
+            s["size"]]
+
+
+def _seg_from_row(r: list[Any]) -> Segment:
+    return Segment(msn=r[0], pts=r[1], duration=r[2], timescale=r[3], pdt_ms=r[4], epoch=r[5], init_hash=r[6],
+                   parts=[Part(d, i) for d, i in r[7]], gap=r[8], key_id=r[9], iv_hex=r[10], size=r[11])
+
+
+def gap_segment(track: Track, msn: int, nxt: Segment | None) -> Segment:
+    """Stand-in for a GOP that never arrived: timing interpolated from its neighbours."""
+    before = [track.segments[m] for m in track.segments if m < msn]
+    prev = max(before, key=lambda s: s.msn) if before else None
+    if prev is not None:
+        missing = (nxt.msn - prev.msn - 1) if nxt is not None else 1
+        if nxt is not None and nxt.timescale == prev.timescale and missing > 0 and nxt.epoch == prev.epoch:
+            span = nxt.pts - (prev.pts + prev.duration)
+            dur = max(1, span // missing) if span > 0 else prev.duration
+        else:
+            dur = prev.duration
+        k = msn - prev.msn - 1
+        return Segment(msn=msn, pts=prev.pts + prev.duration + k * dur, duration=dur, timescale=prev.timescale,
+                       pdt_ms=prev.end_ms + round(k * dur * 1000 / prev.timescale), epoch=prev.epoch,
+                       init_hash=prev.init_hash, gap=True)
+    assert nxt is not None, "a gap needs a neighbour"
+    k = nxt.msn - msn
+    return Segment(msn=msn, pts=nxt.pts - k * nxt.duration, duration=nxt.duration, timescale=nxt.timescale,
+                   pdt_ms=nxt.pdt_ms - round(k * nxt.seconds * 1000), epoch=nxt.epoch, init_hash=nxt.init_hash,
+                   gap=True)
