@@ -83,6 +83,18 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level of every role.")
     log_format: str = Field("json", description="json (structured) or text.")
 
+    # --- packager role: segments -> object store + HLS/LL-HLS/DASH (issue 5) -----------------
+    packager_group: str = Field("floodlight-packager", description="Consumer group of the packager members.")
+    packager_gap_deadline_s: float = Field(
+        3.0, description="How long a missing GOP may hold back later ones before it is published as a gap."
+    )
+    packager_live_window_s: float = Field(
+        60.0, description="Span of the live media playlist (the DVR playlist covers the whole DVR window)."
+    )
+    packager_commit_interval_s: float = Field(
+        1.0, description="Packager checkpoint + offset commit interval (restart re-reads at most this much)."
+    )
+
     # --- encoder role: GOPs -> ABR ladder of CMAF segments (issue 4) -------------------------
     encoder_group: str = Field("floodlight-encoder", description="Consumer group of the encoder members.")
     encoder_renditions: str = Field(

@@ -84,6 +84,7 @@ class StreamPackager:
         self.write_mpd = write_mpd
         self.buffers: dict[str, ReorderBuffer[Held]] = {}
         self.dirty: set[str] = set()
+        self.unsaved = False  # state changed since the last checkpoint
         self.last_segment_at = time.monotonic()
         self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0}
         for name, track in state.tracks.items():
@@ -108,6 +109,7 @@ class StreamPackager:
         data = json.dumps(self.state.to_dict(), separators=(",", ":")).encode()
         self.store.put(checkpoint_key(self.state.prefix, self.state.stream_id), data,
                        content_type="application/json", cache_control="no-store")
+        self.unsaved = False
 
     # --- input ------------------------------------------------------------------------------
     def _buffer(self, name: str) -> ReorderBuffer[Held]:
@@ -162,11 +164,28 @@ class StreamPackager:
 
     # --- applying ---------------------------------------------------------------------------
     def _apply(self, name: str, released: list[Released[Held]]) -> None:
-        for r in released:
-            if r.item is None:
-                self._add_gap(name, r.msn)
-            else:
-                self._add_segment(r.item.rec, r.msn, late=r.late)
+        for i, r in enumerate(released):
+            try:
+                if r.item is None:
+                    self._add_gap(name, r.msn)
+                else:
+                    self._add_segment(r.item.rec, r.msn, late=r.late)
+            except Exception:
+                self._hold_again(name, released[i:])
+                raise
+
+    def _hold_again(self, name: str, rest: list[Released[Held]]) -> None:
+        """A write failed: put what was not applied back in the buffer, so a retry loses nothing."""
+        buf = self._buffer(name)
+        in_order = [r for r in rest if not r.late]
+        if not in_order:
+            return
+        buf.next_msn = min(r.msn for r in in_order)
+        for r in in_order:
+            if r.item is not None:
+                buf.pending[r.msn] = r.item
+        if any(r.item is None for r in in_order):
+            buf.waiting_since = float("-inf")  # its deadline had passed already
 
     def _track(self, rec: dict[str, Any]) -> Track:
         r = rec["rendition"]
@@ -280,6 +299,7 @@ class StreamPackager:
         if not self.dirty:
             return 0
         wall_ms = wall_ms or int(time.time() * 1000)
+        self.unsaved = True
         root = self.state.root
         doomed: list[tuple[str, Segment]] = []
         for name in sorted(self.dirty):

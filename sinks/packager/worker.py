@@ -1,0 +1,272 @@
+"""The packager consumer group member: floodlight.segments -> object store + manifests.
+
+Keyed partitioning gives each stream one owner. Every record goes through the stream's
+StreamPackager (reorder, media writes); playlists are flushed once per poll batch. Every commit
+interval the member checkpoints each stream's state to the store and then commits offsets, never
+past a record still held in a reorder buffer, so a restart (or a rebalance) resumes from the
+checkpoint and re-reads only what the checkpoint does not cover (DESIGN §3.5–3.6).
+Cues are read by every member from the start of floodlight.cues and applied to the streams it owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from floodlight.kafka import consumer_config, dead_letter, make_consumer, make_producer
+from floodlight.keystore import open_key_provider
+from floodlight.objectstore import ObjectStore, StoreError, open_store
+from floodlight.registry import RegistryView
+from floodlight.settings import Settings
+from schemas import codec
+from sinks.packager.core import BadSegment, StreamPackager
+from sinks.packager.state import StreamConfig
+
+log = logging.getLogger("floodlight.packager")
+
+SEGMENTS = Counter("floodlight_packager_segments_total", "Segments packaged", ["rendition"])
+GAPS = Counter("floodlight_packager_gaps_total", "GOPs published as gaps after the deadline")
+LATE = Counter("floodlight_packager_late_fills_total", "Gaps filled by late segments")
+DLQ = Counter("floodlight_packager_dead_letters_total", "Records sent to the DLQ", ["reason"])
+WRITES = Counter("floodlight_packager_playlist_writes_total", "Media playlists written")
+FLUSH_S = Histogram("floodlight_packager_flush_seconds", "Time to write one batch's playlists",
+                    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+STREAMS = Gauge("floodlight_packager_streams", "Streams this member owns")
+HELD = Gauge("floodlight_packager_reorder_held", "Segments waiting in reorder buffers")
+STORE_ERRORS = Counter("floodlight_packager_store_errors_total", "Object store failures (retried)")
+
+
+def config_from_record(rec: dict[str, Any] | None, settings: Settings) -> StreamConfig:
+    if rec is None:
+        return StreamConfig(live_window_s=settings.packager_live_window_s)
+    return StreamConfig(latency_mode=rec.get("latency_mode", "STANDARD"),
+                        dvr_window_s=int(rec.get("dvr_window_seconds", 7200)),
+                        drm=bool(rec.get("drm_required")),
+                        key_rotation_segments=int(rec.get("key_rotation_segments") or 10),
+                        live_window_s=settings.packager_live_window_s)
+
+
+class PackagerWorker:
+    def __init__(self, settings: Settings, group: str | None = None, store: ObjectStore | None = None) -> None:
+        self.settings = settings
+        self.group = group or settings.packager_group
+        self.store = store or open_store(settings.resolved_store_url(), settings.s3_endpoint_url)
+        self.keys = open_key_provider(settings.stack_dir)
+        self.registry = RegistryView(settings)
+        self.producer = make_producer(settings)
+        self.streams: dict[str, StreamPackager] = {}
+        self.partition_of: dict[str, int] = {}
+        self.consumed: dict[int, int] = {}  # partition -> next offset after the last record taken
+        self.cues: dict[str, dict[str, dict[str, Any]]] = {}  # stream -> cue_id -> Cue
+        self.registry_version = -1
+        self._stop = threading.Event()
+        self._last_commit = time.monotonic()
+        self.consumer: Consumer | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- stream ownership ---------------------------------------------------------------------
+    def _publish_manifest(self, update: dict[str, Any]) -> None:
+        self.producer.produce(self.settings.topic("manifests"), key=update["stream_id"].encode(),
+                              value=codec.encode("ManifestUpdate", update))
+        self.producer.poll(0)
+
+    def packager_for(self, stream_id: str) -> StreamPackager:
+        pkg = self.streams.get(stream_id)
+        if pkg is None:
+            cfg = config_from_record(self.registry.get(stream_id), self.settings)
+            pkg = StreamPackager.open(self.store, stream_id, config=cfg, keys=self.keys,
+                                      gap_deadline_s=self.settings.packager_gap_deadline_s,
+                                      on_manifest=self._publish_manifest)
+            for cue in self.cues.get(stream_id, {}).values():
+                pkg.add_cue(cue)
+            self.streams[stream_id] = pkg
+            STREAMS.set(len(self.streams))
+            log.info("stream opened", extra={"stream_id": stream_id, "resumed_msn": max(
+                (t.last_msn for t in pkg.state.tracks.values()), default=-1)})
+        return pkg
+
+    def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in parts]})
+
+    def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        revoked = {p.partition for p in parts}
+        log.info("partitions revoked", extra={"partitions": sorted(revoked)})
+        self._commit(force=True, only=revoked)
+        for sid in [s for s, p in self.partition_of.items() if p in revoked]:
+            self.streams.pop(sid, None)
+            self.partition_of.pop(sid, None)
+        for p in revoked:
+            self.consumed.pop(p, None)
+        STREAMS.set(len(self.streams))
+
+    # --- the loop -----------------------------------------------------------------------------
+    def run(self) -> None:
+        self.registry.start()
+        self.registry.wait_caught_up(30)
+        consumer = self.consumer = make_consumer(self.settings, self.group)
+        cues = self._cue_consumer()
+        consumer.subscribe([self.settings.topic("segments")], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("packager started", extra={"group": self.group, "store": self.settings.resolved_store_url()})
+        try:
+            while not self._stop.is_set():
+                self._poll_cues(cues)
+                msgs = consumer.consume(num_messages=64, timeout=0.2)
+                now = time.monotonic()
+                for msg in msgs:
+                    self._handle(msg, now)
+                self._housekeeping(time.monotonic())
+        finally:
+            try:
+                self._commit(force=True)
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                log.exception("final commit failed")
+            consumer.close()
+            cues.close()
+            self.producer.flush(10)
+            self.registry.stop()
+            log.info("packager stopped")
+
+    def _cue_consumer(self) -> Consumer:
+        topic = self.settings.topic("cues")
+        c = Consumer(consumer_config(self.settings, group_id=f"{self.group}-cues-unused", log_level=3))
+        md = c.list_topics(topic, timeout=30)
+        parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        return c
+
+    def _poll_cues(self, c: Consumer) -> None:
+        for msg in c.consume(num_messages=100, timeout=0):
+            if msg.error():
+                continue
+            try:
+                cue = codec.decode(msg.value(), expect="Cue")
+            except codec.CodecError as exc:
+                DLQ.labels("bad_cue").inc()
+                dead_letter(self.producer, self.settings, msg, reason=str(exc), error_class="schema",
+                            stage="packager")
+                continue
+            self.cues.setdefault(cue["stream_id"], {})[cue["cue_id"]] = cue
+            pkg = self.streams.get(cue["stream_id"])
+            if pkg is not None and pkg.add_cue(cue):
+                log.info("cue registered", extra={"stream_id": cue["stream_id"], "cue_id": cue["cue_id"]})
+
+    def _handle(self, msg: Message, now: float) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", extra={"error": str(msg.error())})
+            return
+        part, off = msg.partition(), msg.offset()
+        try:
+            rec = codec.decode(msg.value(), expect="RenditionSegment")
+        except codec.CodecError as exc:
+            self._dead(msg, str(exc), "schema", None, None)
+        else:
+            sid = rec["stream_id"]
+            try:
+                pkg = self.packager_for(sid)
+                self.partition_of[sid] = part
+                self._retry_store(lambda: pkg.add(rec, now, part, off), sid)
+            except (BadSegment, ValueError) as exc:
+                self._dead(msg, str(exc), "invalid", sid, rec.get("gop_index"))
+            else:
+                SEGMENTS.labels(rec["rendition"]["name"]).inc()
+        self.consumed[part] = off + 1
+
+    def _retry_store(self, fn: Any, sid: str) -> Any:
+        """A store outage must not lose or skip media: retry the same write until it works (or we stop)."""
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except StoreError as exc:
+                STORE_ERRORS.inc()
+                log.warning("object store write failed, retrying", extra={"stream_id": sid, "reason": str(exc)})
+                if self._stop.wait(delay):
+                    raise
+                delay = min(delay * 2, 5.0)
+
+    def _dead(self, msg: Message, reason: str, cls: str, sid: str | None, gop: int | None) -> None:
+        DLQ.labels(cls).inc()
+        dead_letter(self.producer, self.settings, msg, reason=reason, error_class=cls, stage="packager",
+                    stream_id=sid, gop_index=gop)
+
+    def _housekeeping(self, now: float) -> None:
+        self._follow_registry(now)
+        held = 0
+        for sid, pkg in list(self.streams.items()):
+            gaps0 = pkg.stats["gaps"]
+            late0 = pkg.stats["late_fills"]
+            pkg.tick(now)
+            t0 = time.perf_counter()
+            try:
+                written = self._retry_store(pkg.flush, sid)
+            except StoreError:
+                return
+            WRITES.inc(written)
+            FLUSH_S.observe(time.perf_counter() - t0)
+            GAPS.inc(pkg.stats["gaps"] - gaps0)
+            LATE.inc(pkg.stats["late_fills"] - late0)
+            held += pkg.holding
+        HELD.set(held)
+        if now - self._last_commit >= self.settings.packager_commit_interval_s:
+            self._commit()
+
+    def _follow_registry(self, now: float) -> None:
+        if self.registry.version == self.registry_version:
+            ended_check = False
+        else:
+            self.registry_version = self.registry.version
+            ended_check = True
+        for sid, pkg in self.streams.items():
+            rec = self.registry.get(sid)
+            if ended_check:
+                cfg = config_from_record(rec, self.settings)
+                if cfg != pkg.state.config:
+                    pkg.state.config = cfg
+            if rec is None:
+                continue
+            status = rec.get("status")
+            if status == "ENDED" and not pkg.state.ended:
+                # let in-flight GOPs land first: end once nothing new came for the gap deadline
+                if pkg.holding == 0 and now - pkg.last_segment_at >= self.settings.packager_gap_deadline_s:
+                    self._retry_store(pkg.end, sid)
+                    log.info("stream ended: ENDLIST written", extra={"stream_id": sid})
+            elif status == "LIVE" and pkg.state.ended:
+                pkg.reopen()
+
+    def _commit(self, force: bool = False, only: set[int] | None = None) -> None:
+        """Checkpoint every owned stream, then commit offsets that no held record precedes."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        self._last_commit = time.monotonic()
+        for sid, pkg in self.streams.items():
+            if only is not None and self.partition_of.get(sid) not in only:
+                continue
+            self._retry_store(pkg.flush, sid)
+            if pkg.unsaved:
+                self._retry_store(pkg.checkpoint, sid)
+        self.producer.flush(10)
+        floor: dict[int, int] = {}
+        for pkg in self.streams.values():
+            for p, off in pkg.held_offsets():
+                floor[p] = min(floor.get(p, off), off)
+        offsets = []
+        for p, nxt in self.consumed.items():
+            if only is not None and p not in only:
+                continue
+            offsets.append(TopicPartition(self.settings.topic("segments"), p, min(nxt, floor.get(p, nxt))))
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - e.g. a rebalance in progress; the next interval retries
+            if force:
+                log.warning("commit failed", extra={"reason": str(exc)})
