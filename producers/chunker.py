@@ -14,6 +14,7 @@ last + 1; a small forward gap (lost GOPs) keeps the PTS-derived index, so identi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -60,36 +61,48 @@ class PtsUnwrapper:
 
 @dataclass
 class GopIndexer:
-    """Deterministic gop_index / epoch from GOP start PTS (see module doc)."""
+    """Deterministic gop_index / epoch from GOP start PTS (see module doc).
 
-    nominal: int | None = None  # GOP duration in video ticks; learnt from the first GOP when None
+    `nominal` is a Fraction of ticks so a 2 s GOP in a 1/1000 time base at 30 fps (60 frames of
+    33.3 ms) indexes without drift.
+    """
+
+    nominal: Fraction | None = None  # GOP duration in video ticks; learnt from the first GOP when None
     max_gap_gops: int = 5
-    frame_ticks: int | None = None
+    frame_ticks: Fraction | None = None  # exact frame duration in ticks, when the frame rate is known
     epoch: int = 0
     offset: int = 0
     last_index: int | None = None
     last_end: int | None = None
+    _forced: bool = False
 
-    def learn(self, first_duration: int) -> None:
+    def learn(self, first_duration: int, frames: int = 0) -> None:
         if self.nominal:
             return
-        d = first_duration
-        if self.frame_ticks:
-            d = max(1, round(d / self.frame_ticks)) * self.frame_ticks
-        self.nominal = max(1, d)
+        if self.frame_ticks and frames:
+            self.nominal = frames * self.frame_ticks
+        else:
+            self.nominal = Fraction(max(1, first_duration))
 
     def raw_index(self, pts_start: int) -> int:
         assert self.nominal
-        return (pts_start + self.nominal // 2) // self.nominal
+        return math.floor((pts_start + self.nominal / 2) / self.nominal)
 
-    def assign(self, pts_start: int, duration: int) -> tuple[int, int, str | None]:
+    def assign(self, pts_start: int, duration: int, frames: int = 0) -> tuple[int, int, str | None]:
         """Return (gop_index, epoch, discontinuity reason or None) for a GOP and remember it."""
-        self.learn(duration)
+        self.learn(duration, frames)
         assert self.nominal
         reason = None
         idx = self.raw_index(pts_start) + self.offset
-        if self.last_index is not None and self.last_end is not None:
-            tolerance = self.nominal // 4
+        forced, self._forced = self._forced, False
+        if forced and self.last_index is None:
+            self.epoch += 1
+        elif forced and self.last_index is not None:
+            self.epoch += 1
+            self.offset = self.last_index + 1 - self.raw_index(pts_start)
+            idx = self.last_index + 1
+        elif self.last_index is not None and self.last_end is not None:
+            tolerance = self.nominal / 4
             if pts_start < self.last_end - tolerance:
                 reason = f"timestamps went back by {self.last_end - pts_start} ticks"
             elif pts_start > self.last_end + self.max_gap_gops * self.nominal:
@@ -105,15 +118,16 @@ class GopIndexer:
         self.last_end = pts_start + duration
         return idx, self.epoch, reason
 
-    def bump_epoch(self) -> int:
-        self.epoch += 1
-        return self.epoch
+    def force_break(self) -> None:
+        """The next GOP starts a new epoch and continues at last + 1, whatever its PTS."""
+        self._forced = True
 
 
 @dataclass
 class _OpenGop:
     start: int
     wallclock_ms: int | None
+    gen: int = 0
     packets: list[MediaPacket] = field(default_factory=list)
     end: int | None = None
 
@@ -127,6 +141,8 @@ class GopChunker:
     A GOP is emitted once the next IDR has arrived and audio has caught up with its end (or video
     has run `audio_grace` ticks past it), so its audio is complete. Audio before the first keyframe
     goes with the first GOP; audio that arrives after its GOP was emitted goes with the next one.
+    A timestamp jump in the packets (a pusher reconnecting at 0, a splice) ends the open GOP at its
+    last frame and starts a new "generation": audio is matched only with video of its generation.
     """
 
     def __init__(
@@ -143,6 +159,7 @@ class GopChunker:
         max_gap_gops: int = 5,
         audio_grace_s: float = 0.5,
         check_regular: bool = False,
+        idr_check: Callable[[bytes], bool] | None = None,
         on_event: Event | None = None,
         clock_ms: Callable[[], int] | None = None,
     ) -> None:
@@ -153,21 +170,27 @@ class GopChunker:
         self.tb = Fraction(time_base)
         self.atb = Fraction(audio_time_base) if audio_time_base else self.tb
         fr = Fraction(video.get("frame_rate_num") or 0, video.get("frame_rate_den") or 1)
-        frame_ticks = round(1 / (fr * self.tb)) if fr else None
-        self.frame_ticks = frame_ticks
-        self.indexer = GopIndexer(nominal=gop_ticks, max_gap_gops=max_gap_gops, frame_ticks=frame_ticks)
+        exact = 1 / (fr * self.tb) if fr else None
+        self.frame_ticks = max(1, round(exact)) if exact else None  # for durations of last packets
+        self.indexer = GopIndexer(nominal=Fraction(gop_ticks) if gop_ticks else None, max_gap_gops=max_gap_gops,
+                                  frame_ticks=exact)
         self.vunwrap = PtsUnwrapper(wrap_bits)
         self.aunwrap = PtsUnwrapper(wrap_bits)
         self.audio_grace = int(audio_grace_s / self.tb)
+        self.back_tolerance = int(1 / self.tb)  # reordering never moves a frame back by 1 s
         self.check_regular = check_regular
+        self.idr_check = idr_check
         self.on_event = on_event or (lambda kind, info: None)
         self.clock_ms = clock_ms
         self._current: _OpenGop | None = None
         self._waiting: list[_OpenGop] = []
-        self._audio: list[MediaPacket] = []  # not yet emitted, in arrival order
-        self._audio_watermark: int | None = None  # newest audio pts, in video ticks
+        self._audio: list[tuple[int, MediaPacket]] = []  # (generation, packet), not yet emitted
+        self._vgen = self._agen = 0
+        self._last_v: MediaPacket | None = None
+        self._last_apts: int | None = None  # in video ticks
+        self._audio_watermark: int | None = None  # newest audio pts of the current audio generation
         self._video_watermark: int | None = None
-        self._pending_epoch_bump = False
+        self._pending_break: str | None = None
         self.gops_out = 0
         self.late_audio = 0
         self.skipped_before_idr = 0
@@ -183,47 +206,73 @@ class GopChunker:
         out = self.flush()
         self.video = dict(video)
         self.audio = dict(audio) if audio else None
-        self._pending_epoch_bump = True
+        self._pending_break = "params: " + reason
         self.on_event("params_changed", {"reason": reason, "width": video.get("width"),
                                          "height": video.get("height")})
         return out
 
     def flush(self) -> list[dict[str, Any]]:
         """End of input (or of an epoch): emit everything, audio included."""
+        self._close_current_at_last_frame()
+        out = []
+        while self._waiting:
+            out.append(self._emit(self._waiting.pop(0), final=not self._waiting))
+        return out
+
+    def _close_current_at_last_frame(self) -> None:
         if self._current is not None:
             cur = self._current
             last = max(cur.packets, key=lambda p: p.pts)
             cur.end = last.pts + (last.duration or self.frame_ticks or 1)
             self._waiting.append(cur)
             self._current = None
-        out = []
-        while self._waiting:
-            out.append(self._emit(self._waiting.pop(0), final=not self._waiting))
-        return out
+
+    def _jump(self, pts: int, last: int) -> str | None:
+        if pts < last - self.back_tolerance:
+            return f"timestamps went back by {last - pts} ticks"
+        nominal = self.indexer.nominal or Fraction(10, 1) / self.tb
+        if pts > last + self.indexer.max_gap_gops * nominal:
+            return f"timestamps jumped forward by {pts - last} ticks"
+        return None
 
     def _push_video(self, pkt: MediaPacket) -> list[dict[str, Any]]:
-        pts, dts = self.vunwrap(pkt.pts), pkt.dts
+        pts = self.vunwrap(pkt.pts)
         dts = pts + (pkt.dts - pkt.pts) if pkt.dts is not None else pts
         p = MediaPacket("video", pts, dts, pkt.data, pkt.keyframe, pkt.duration, pkt.wallclock_ms)
+        out: list[dict[str, Any]] = []
+        if self._last_v is not None:
+            reason = self._jump(pts, self._last_v.pts)
+            if reason:
+                # the old timeline ends with its last frame; emit it with the audio of its generation
+                self._close_current_at_last_frame()
+                while self._waiting:
+                    out.append(self._emit(self._waiting.pop(0), final=not self._waiting))
+                self._vgen += 1
+                self._pending_break = reason
+                self._video_watermark = None
+        self._last_v = p
         self._video_watermark = pts if self._video_watermark is None else max(self._video_watermark, pts)
+        if p.keyframe and self.idr_check is not None and not self.idr_check(p.data):
+            raise FeedProblem(f"keyframe at pts {pts} is not an IDR (open GOP / recovery-point I-frame); "
+                              "use --normalize")
         if p.keyframe:
             if self._current is not None:
                 self._current.end = pts
-                self.indexer.learn(pts - self._current.start)
+                self.indexer.learn(pts - self._current.start, len(self._current.packets))
                 if self.check_regular:
                     self._check_regular(self._current)
                 self._waiting.append(self._current)
             wc = p.wallclock_ms if p.wallclock_ms is not None else (self.clock_ms() if self.clock_ms else 0)
-            self._current = _OpenGop(start=pts, wallclock_ms=wc)
+            self._current = _OpenGop(start=pts, wallclock_ms=wc, gen=self._vgen)
         elif self._current is None:
             self.skipped_before_idr += 1  # nothing decodable before the first IDR
-            return []
+            return out
         elif self.check_regular and pts < self._current.start:
             raise FeedProblem(
                 f"open GOP: a frame at pts {pts} after the keyframe at {self._current.start} is shown before it "
                 "(leading pictures reference the previous GOP); use --normalize")
         self._current.packets.append(p)
-        return self._drain()
+        return out + self._drain()
 
     def _push_audio(self, pkt: MediaPacket) -> list[dict[str, Any]]:
         if self.audio is None:
@@ -231,8 +280,12 @@ class GopChunker:
         pts = self.aunwrap(pkt.pts)
         dts = pts + (pkt.dts - pkt.pts) if pkt.dts is not None else pts
         a = MediaPacket("audio", pts, dts, pkt.data, pkt.keyframe, pkt.duration)
-        self._audio.append(a)
         v = self._to_video(pts)
+        if self._last_apts is not None and self._jump(v, self._last_apts):
+            self._agen += 1
+            self._audio_watermark = None
+        self._last_apts = v
+        self._audio.append((self._agen, a))
         self._audio_watermark = v if self._audio_watermark is None else max(self._audio_watermark, v)
         return self._drain()
 
@@ -245,8 +298,8 @@ class GopChunker:
         while self._waiting:
             g = self._waiting[0]
             assert g.end is not None
-            audio_done = self.audio is None or (
-                self._audio_watermark is not None and self._audio_watermark >= g.end)
+            audio_done = self.audio is None or self._agen > g.gen or (
+                self._agen == g.gen and self._audio_watermark is not None and self._audio_watermark >= g.end)
             video_past = self._video_watermark is not None and self._video_watermark >= g.end + self.audio_grace
             if not (audio_done or video_past):
                 break
@@ -258,7 +311,7 @@ class GopChunker:
         if self.indexer.nominal is None:
             return
         dur = g.end - g.start
-        slack = self.frame_ticks or max(1, self.indexer.nominal // 20)
+        slack = self.frame_ticks or max(1, self.indexer.nominal / 20)
         if abs(dur - self.indexer.nominal) > slack:
             raise FeedProblem(
                 f"irregular GOP: {float(dur * self.tb):.3f} s instead of {float(self.indexer.nominal * self.tb):.3f} s"
@@ -267,19 +320,20 @@ class GopChunker:
     def _emit(self, g: _OpenGop, final: bool = False) -> dict[str, Any]:
         assert g.end is not None
         duration = g.end - g.start
-        if self._pending_epoch_bump:
-            self._pending_epoch_bump = False
-            self.indexer.bump_epoch()
-        idx, epoch, reason = self.indexer.assign(g.start, duration)
+        if self._pending_break:
+            self.indexer.force_break()
+        idx, epoch, reason = self.indexer.assign(g.start, duration, len(g.packets))
+        if self._pending_break:
+            reason, self._pending_break = self._pending_break, None
         if reason:
             self.on_event("discontinuity", {"reason": reason, "gop_index": idx, "epoch": epoch})
-        if final:
-            take, keep = self._audio, []
-        else:
-            take = [a for a in self._audio if self._to_video(a.pts) < g.end]
-            keep = [a for a in self._audio if self._to_video(a.pts) >= g.end]
-        if self.gops_out and take and self._to_video(take[0].pts) < g.start - self.frame_ticks_or_1():
-            self.late_audio += sum(1 for a in take if self._to_video(a.pts) < g.start)
+        take, keep = [], []
+        for gen, a in self._audio:
+            # older generations' leftovers are never dropped; newer ones wait for their video
+            mine = gen < g.gen or (gen == g.gen and (final or self._to_video(a.pts) < g.end))
+            (take if mine else keep).append(a if mine else (gen, a))
+        if self.gops_out:  # audio of an earlier GOP that arrived after that GOP was emitted
+            self.late_audio += sum(1 for a in take if self._to_video(a.pts) + (self.frame_ticks or 1) < g.start)
         self._audio = keep
         take.sort(key=lambda a: a.pts)
         self.gops_out += 1
@@ -301,9 +355,6 @@ class GopChunker:
             "video_packets": [_pkt(p) for p in g.packets],
             "audio_packets": [_pkt(a) for a in take],
         }
-
-    def frame_ticks_or_1(self) -> int:
-        return self.frame_ticks or 1
 
 
 def _pkt(p: MediaPacket) -> dict[str, Any]:
