@@ -290,6 +290,15 @@ def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset:
     return records
 
 
+def _audio_part_seconds(frames: int, sample_rate: int, part_seconds: float) -> float:
+    """Fragment duration that splits the GOP's AAC frames (1024 samples each) into even parts,
+    instead of full parts plus a one-frame sliver (frames never divide the part duration exactly)."""
+    frame_s = 1024 / sample_rate
+    n_parts = max(1, round(frames * frame_s / part_seconds))
+    per_part = -(-frames // n_parts)  # ceil
+    return max(frame_s / 2, (per_part - 0.5) * frame_s)
+
+
 def transcode_audio(gop: dict[str, Any], *, part_seconds: float) -> dict[str, Any] | None:
     """Pass the GOP's AAC through into a CMAF segment (never re-encoded); None when it has no audio."""
     params = gop.get("audio")
@@ -310,7 +319,8 @@ def transcode_audio(gop: dict[str, Any], *, part_seconds: float) -> dict[str, An
         object_type = aac.asc_object_type(asc)
         src_tb = Fraction(params["time_base_num"], params["time_base_den"])
         sink = _Sink()
-        out = av.open(sink, "w", format="mp4", options=_mux_options(part_seconds))
+        out = av.open(sink, "w", format="mp4", options=_mux_options(_audio_part_seconds(
+            len(packets), sample_rate, part_seconds)))
         try:
             template_container = av.open(_Sink(), "w", format="mp4")
             template = template_container.add_stream("aac", rate=sample_rate)
