@@ -1,0 +1,72 @@
+"""DASH MPD rendering: structure, timing attributes, timeline, events (pure, from synthetic state)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from sinks.packager import mpd
+from sinks.packager.state import CueEntry
+from tests.unit.test_playlist import T0, make_state
+
+NS = {"d": mpd.NS}
+
+
+def parse(text: str) -> ET.Element:
+    root = ET.fromstring(text.encode())
+    assert root.tag == f"{{{mpd.NS}}}MPD"
+    return root
+
+
+def test_dynamic_mpd_structure_and_timing() -> None:
+    st = make_state(n=30)
+    st.ast_ms = T0
+    root = parse(mpd.render_mpd(st, T0 + 31_000))
+    assert root.get("type") == "dynamic"
+    assert root.get("availabilityStartTime") == mpd.iso_dt(T0)
+    assert root.get("timeShiftBufferDepth") == "PT7200.000S"
+    assert root.get("minimumUpdatePeriod") == "PT1.000S"
+    assert root.get("publishTime") == mpd.iso_dt(T0 + 31_000)
+    utc = root.find("d:UTCTiming", NS)
+    assert utc is not None and utc.get("schemeIdUri") == "urn:mpeg:dash:utc:http-iso:2014"
+    assert utc.get("value") == "/api/v1/time"
+    sets = root.findall("d:Period/d:AdaptationSet", NS)
+    assert [s.get("contentType") for s in sets] == ["video", "audio"]
+    reps = sets[0].findall("d:Representation", NS)
+    assert [r.get("id") for r in reps] == ["720p", "360p"]
+    assert reps[0].get("width") == "1280" and reps[0].get("codecs") == "avc1.64001f"
+    tmpl = reps[0].find("d:SegmentTemplate", NS)
+    assert tmpl.get("media") == "720p/$Number$.m4s" and tmpl.get("initialization") == "720p/init.mp4"
+    assert tmpl.get("startNumber") == "0" and tmpl.get("timescale") == "90000"
+    s = tmpl.findall("d:SegmentTimeline/d:S", NS)
+    assert [(x.get("t"), x.get("d"), x.get("r")) for x in s] == [("0", "90000", "29")]
+    audio = sets[1].find("d:Representation", NS)
+    assert audio.find("d:AudioChannelConfiguration", NS).get("value") == "2"
+
+
+def test_timeline_breaks_on_duration_change() -> None:
+    st = make_state(n=4)
+    segs = st.tracks["720p"].ordered()
+    segs[2].duration = 45000
+    segs[3].pts = segs[2].pts + 45000
+    assert mpd.timeline(segs) == [{"t": 0, "d": 90000, "r": 1}, {"t": 180000, "d": 45000, "r": 0},
+                                  {"t": 225000, "d": 90000, "r": 0}]
+
+
+def test_static_when_ended() -> None:
+    st = make_state(n=10, ended=True)
+    root = parse(mpd.render_mpd(st, T0))
+    assert root.get("type") == "static" and root.get("mediaPresentationDuration") == "PT10.000S"
+    assert root.get("minimumUpdatePeriod") is None
+
+
+def test_cue_becomes_scte35_event() -> None:
+    st = make_state(n=30)
+    st.ast_ms = T0
+    st.cues["c1"] = CueEntry("c1", 42, start_ms=T0 + 24_400, duration_ms=3000, out_msn=25, in_msn=28)
+    root = parse(mpd.render_mpd(st, T0))
+    es = root.find("d:Period/d:EventStream", NS)
+    assert es.get("schemeIdUri") == "urn:scte:scte35:2014:xml+bin" and es.get("timescale") == "1000"
+    ev = es.find("d:Event", NS)
+    assert ev.get("presentationTime") == "25000" and ev.get("duration") == "3000" and ev.get("id") == "42"
+    binary = ev.find(f"{{{mpd.SCTE_NS}}}Signal/{{{mpd.SCTE_NS}}}Binary")
+    assert binary is not None and binary.text
