@@ -40,3 +40,12 @@ def step(result: dict[str, Any], name: str) -> dict[str, Any]:
         if s["name"] == name:
             return s
     raise AssertionError(f"step {name!r} did not run: {json.dumps(result)[:3000]}")
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A short account of a run for assertion messages (pytest truncates long reprs)."""
+    st = result.get("state") or {}
+    keep = ("state", "errors", "warnings", "switches", "currentLevel", "latencyMs", "beacons", "currentTime", "src")
+    return json.dumps({"error": result.get("error"), "steps": result.get("steps"),
+                       "pageErrors": result.get("pageErrors"), "failedRequests": result.get("failedRequests", [])[:5],
+                       "state": {k: st.get(k) for k in keep}}, indent=1)

@@ -308,7 +308,7 @@
       if (!dragging) seek.value = String(video.currentTime);
       const behind = edge !== null ? Math.max(0, edge - video.currentTime) : 0;
       $('position').textContent = `-${fmt(behind)}`;
-      $('live-badge').classList.toggle('behind', behind > 2 * (engine.targetS() || 3));
+      $('live-badge').classList.toggle('behind', behind > 3);
     }
     const lvl = fl.currentLevel;
     $('stats').textContent = [
