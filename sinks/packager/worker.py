@@ -134,28 +134,40 @@ class PackagerWorker:
             log.info("packager stopped")
 
     def _cue_consumer(self) -> Consumer:
+        """Every member reads all cues; it catches up before packaging so known breaks land where due."""
         topic = self.settings.topic("cues")
-        c = Consumer(consumer_config(self.settings, group_id=f"{self.group}-cues-unused", log_level=3))
+        c = Consumer(consumer_config(self.settings, group_id=f"{self.group}-cues-unused", log_level=3,
+                                     **{"enable.partition.eof": True}))
         md = c.list_topics(topic, timeout=30)
         parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
         c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        eof: set[int] = set()
+        deadline = time.monotonic() + 15
+        while eof < set(parts) and time.monotonic() < deadline and not self._stop.is_set():
+            for msg in c.consume(num_messages=500, timeout=0.5):
+                if msg.error() and msg.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition())
+                else:
+                    self._take_cue(msg)
         return c
 
     def _poll_cues(self, c: Consumer) -> None:
         for msg in c.consume(num_messages=100, timeout=0):
-            if msg.error():
-                continue
-            try:
-                cue = codec.decode(msg.value(), expect="Cue")
-            except codec.CodecError as exc:
-                DLQ.labels("bad_cue").inc()
-                dead_letter(self.producer, self.settings, msg, reason=str(exc), error_class="schema",
-                            stage="packager")
-                continue
-            self.cues.setdefault(cue["stream_id"], {})[cue["cue_id"]] = cue
-            pkg = self.streams.get(cue["stream_id"])
-            if pkg is not None and pkg.add_cue(cue):
-                log.info("cue registered", extra={"stream_id": cue["stream_id"], "cue_id": cue["cue_id"]})
+            self._take_cue(msg)
+
+    def _take_cue(self, msg: Message) -> None:
+        if msg.error():
+            return
+        try:
+            cue = codec.decode(msg.value(), expect="Cue")
+        except codec.CodecError as exc:
+            DLQ.labels("bad_cue").inc()
+            dead_letter(self.producer, self.settings, msg, reason=str(exc), error_class="schema", stage="packager")
+            return
+        self.cues.setdefault(cue["stream_id"], {})[cue["cue_id"]] = cue
+        pkg = self.streams.get(cue["stream_id"])
+        if pkg is not None and pkg.add_cue(cue):
+            log.info("cue registered", extra={"stream_id": cue["stream_id"], "cue_id": cue["cue_id"]})
 
     def _handle(self, msg: Message, now: float) -> None:
         if msg.error():
