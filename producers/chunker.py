@@ -74,6 +74,7 @@ class GopIndexer:
     offset: int = 0
     last_index: int | None = None
     last_end: int | None = None
+    grid: bool = False  # GOPs start on multiples of nominal (testsrc, --normalize): floor, not round
     _forced: bool = False
 
     def learn(self, first_duration: int, frames: int = 0) -> None:
@@ -86,6 +87,8 @@ class GopIndexer:
 
     def raw_index(self, pts_start: int) -> int:
         assert self.nominal
+        if self.grid:
+            return math.floor(pts_start / self.nominal)
         return math.floor((pts_start + self.nominal / 2) / self.nominal)
 
     def assign(self, pts_start: int, duration: int, frames: int = 0) -> tuple[int, int, str | None]:
@@ -155,6 +158,7 @@ class GopChunker:
         audio_time_base: Fraction | None = None,
         *,
         gop_ticks: int | None = None,
+        grid: bool = False,
         wrap_bits: int | None = None,
         max_gap_gops: int = 5,
         audio_grace_s: float = 0.5,
@@ -173,7 +177,7 @@ class GopChunker:
         exact = 1 / (fr * self.tb) if fr else None
         self.frame_ticks = max(1, round(exact)) if exact else None  # for durations of last packets
         self.indexer = GopIndexer(nominal=Fraction(gop_ticks) if gop_ticks else None, max_gap_gops=max_gap_gops,
-                                  frame_ticks=exact)
+                                  frame_ticks=exact, grid=grid)
         self.vunwrap = PtsUnwrapper(wrap_bits)
         self.aunwrap = PtsUnwrapper(wrap_bits)
         self.audio_grace = int(audio_grace_s / self.tb)

@@ -268,7 +268,7 @@ class TestPatternFeed:
         from producers.chunker import GopChunker
 
         return GopChunker(stream_id, ingest_id, self.venc.params(), self.aenc.params(), Fraction(1, TICKS),
-                          Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, on_event=on_event)
+                          Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, grid=True, on_event=on_event)
 
     def packets(self, first_gop: int, gops: int | None) -> Iterator[tuple[int, list]]:
         """Yield (pts of the frame, packets) frame by frame, audio kept ~2 AAC frames ahead of video."""

@@ -1,0 +1,51 @@
+"""`floodlight ingest`: the venue ingest agent (producers/)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest_cmd)
+
+
+def ingest_cmd(
+    stream: Annotated[str, typer.Option("--stream", help="registered stream id")],
+    source: Annotated[str, typer.Option("--source", help="testsrc[:1920x1080@30] | file:PATH[?loop=1] | "
+                                        "rtmp://0.0.0.0:1935/live/{stream_key} | srt://0.0.0.0:9000?streamid=... | "
+                                        "tcp://HOST:PORT | udp://HOST:PORT")],
+    ingest_id: Annotated[str, typer.Option("--ingest-id", help="primary | backup")] = "primary",
+    normalize: Annotated[bool, typer.Option("--normalize", help="re-encode to fixed closed GOPs (libx264 + AAC)")
+                         ] = False,
+    gop_seconds: Annotated[float | None, typer.Option("--gop-seconds", help="GOP length of testsrc/--normalize "
+                                                      "(default by latency mode: LOW 1 s, STANDARD 4 s)")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="stop after this many media seconds")] = None,
+    no_registry: Annotated[bool, typer.Option("--no-registry", help="do not require a registered stream "
+                                              "(tests, benches); RTMP then checks the key in the URL")] = False,
+    status_interval: Annotated[float, typer.Option("--status-interval", help="seconds between status lines; 0 "
+                                                   "= none")] = 5.0,
+    preset: Annotated[str | None, typer.Option("--preset", help="x264 preset of testsrc/--normalize")] = None,
+) -> None:
+    """Capture a feed, cut it into closed GOPs and publish them to floodlight.gops."""
+    import signal
+    import threading
+
+    from floodlight.log import setup_logging
+    from floodlight.metrics import serve_metrics
+    from floodlight.settings import get_settings
+    from producers.agent import AgentConfig, IngestAgent
+
+    if ingest_id not in ("primary", "backup") and not ingest_id.replace("-", "").isalnum():
+        raise typer.BadParameter("--ingest-id: primary, backup or another [a-z0-9-] name")
+    s = get_settings()
+    setup_logging("ingest", s.log_level, s.log_format)
+    serve_metrics("ingest", s.metrics_port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    cfg = AgentConfig(stream_id=stream, source=source, ingest_id=ingest_id, normalize=normalize,
+                      gop_seconds=gop_seconds, duration=duration, use_registry=not no_registry,
+                      status_interval=status_interval, preset=preset)
+    raise typer.Exit(IngestAgent(s, cfg, stop).run())

@@ -1,0 +1,157 @@
+"""--normalize: re-encode any feed at the venue to closed, fixed GOPs (libx264) + AAC 48 kHz stereo.
+
+GOP boundaries fall on multiples of the GOP duration of the *source* timeline (PTS rescaled to
+1/90000), so two agents normalizing the same feed cut at the same instants and give the same
+identities (DESIGN §3.1). A change of resolution opens a fresh encoder and a new epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from producers.chunker import MediaPacket
+from producers.gopencoder import VIDEO_TB, AacEncoder, VideoGopEncoder
+
+log = logging.getLogger("producers.normalize")
+SAMPLE_RATE = 48000
+
+
+@dataclass(frozen=True)
+class NormalizeSpec:
+    gop_seconds: float
+    preset: str = "ultrafast"
+    threads: int = 0
+
+    @property
+    def gop_ticks(self) -> int:
+        return round(self.gop_seconds * 90000)
+
+
+class Normalizer:
+    def __init__(self, vs: Any, aus: Any, spec: NormalizeSpec) -> None:
+        import av
+
+        self.vs, self.aus, self.spec = vs, aus, spec
+        rate = vs.average_rate or vs.guessed_rate or Fraction(30)
+        self.fps = Fraction(rate).limit_denominator(1001)
+        self.vdec = av.CodecContext.create(vs.codec_context.name, "r")
+        if vs.codec_context.extradata:
+            self.vdec.extradata = vs.codec_context.extradata
+        self.adec = None
+        if aus is not None:
+            self.adec = av.CodecContext.create(aus.codec_context.name, "r")
+            if aus.codec_context.extradata:
+                self.adec.extradata = aus.codec_context.extradata
+            self.resampler = av.AudioResampler(format="fltp", layout="stereo", rate=SAMPLE_RATE)
+            self.aenc: AacEncoder | None = AacEncoder(SAMPLE_RATE)
+        else:
+            self.aenc = None
+        w, h = vs.codec_context.width or 640, vs.codec_context.height or 360
+        self.venc = self._encoder(w, h)
+        self._pending: list[np.ndarray] = []
+        self._next_sample: int | None = None
+        self._next_boundary: int | None = None
+        self._last_pts90: int | None = None
+
+    def _encoder(self, w: int, h: int) -> VideoGopEncoder:
+        return VideoGopEncoder(w - w % 2, h - h % 2, self.fps, preset=self.spec.preset, threads=self.spec.threads)
+
+    def info(self, label: str) -> Any:
+        from producers.sources import StreamInfo
+
+        return StreamInfo(self.venc.params(), self.aenc.params() if self.aenc else None, VIDEO_TB,
+                          Fraction(1, SAMPLE_RATE) if self.aenc else None, gop_ticks=self.spec.gop_ticks,
+                          produced_here=True, label=label + " (normalized)")
+
+    def run(self, packets: Iterator[tuple[Any, int, int]]) -> Iterator[Any]:
+        import av
+
+        from producers.sources import ParamsChange
+
+        for pkt, voff, aoff in packets:
+            now_ms = _now_ms()
+            try:
+                if pkt.stream is self.vs:
+                    frames = self.vdec.decode(_packet(pkt, voff))
+                elif self.adec is not None:
+                    frames = self.adec.decode(_packet(pkt, aoff))
+                else:
+                    continue
+            except av.error.FFmpegError as exc:
+                log.warning("undecodable packet skipped", extra={"reason": str(exc), "kind": pkt.stream.type})
+                continue
+            for fr in frames:
+                if pkt.stream is self.vs:
+                    if (fr.width - fr.width % 2, fr.height - fr.height % 2) != (self.venc.width, self.venc.height):
+                        yield from self.venc.flush()
+                        old = f"{self.venc.width}x{self.venc.height}"
+                        self.venc = self._encoder(fr.width, fr.height)
+                        self._next_boundary = None
+                        yield ParamsChange(self.venc.params(), self.aenc.params() if self.aenc else None,
+                                           f"resolution {old} -> {self.venc.width}x{self.venc.height}")
+                    yield from self._video(fr, now_ms)
+                else:
+                    yield from self._audio(fr)
+        yield from self.venc.flush()
+        if self.aenc is not None:
+            yield from self.aenc.encode(None)
+
+    def _video(self, fr: Any, now_ms: int) -> list[MediaPacket]:
+        if fr.pts is None:
+            return []
+        pts90 = int(Fraction(fr.pts) * fr.time_base * 90000) if fr.time_base else int(fr.pts)
+        if self._last_pts90 is not None and pts90 <= self._last_pts90:
+            return []  # duplicate/out-of-order frame after decode: x264 needs increasing pts
+        self._last_pts90 = pts90
+        gop = self.spec.gop_ticks
+        new_gop = self._next_boundary is None or pts90 >= self._next_boundary
+        if new_gop:
+            self._next_boundary = (pts90 // gop + 1) * gop
+        if (fr.width, fr.height) != (self.venc.width, self.venc.height) or fr.format.name != "yuv420p":
+            fr = fr.reformat(width=self.venc.width, height=self.venc.height, format="yuv420p")
+        return self.venc.encode(fr, pts90, new_gop, wallclock_ms=now_ms)
+
+    def _audio(self, fr: Any) -> list[MediaPacket]:
+        import av
+
+        assert self.aenc is not None
+        if fr.pts is None:
+            return []
+        if self._next_sample is None:
+            self._next_sample = int(Fraction(fr.pts) * fr.time_base * SAMPLE_RATE)
+        out: list[MediaPacket] = []
+        for r in self.resampler.resample(fr):
+            self._pending.append(r.to_ndarray())
+        buf = np.concatenate(self._pending, axis=1) if self._pending else np.zeros((2, 0), np.float32)
+        n = self.aenc.frame_size
+        while buf.shape[1] >= n:
+            chunk, buf = buf[:, :n], buf[:, n:]
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="stereo")
+            af.sample_rate = SAMPLE_RATE
+            af.pts = self._next_sample
+            af.time_base = Fraction(1, SAMPLE_RATE)
+            self._next_sample += n
+            out += self.aenc.encode(af)
+        self._pending = [buf] if buf.shape[1] else []
+        return out
+
+
+def _packet(pkt: Any, offset: int) -> Any:
+    if offset:
+        if pkt.pts is not None:
+            pkt.pts += offset
+        if pkt.dts is not None:
+            pkt.dts += offset
+    return pkt
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

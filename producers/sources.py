@@ -1,0 +1,404 @@
+"""Feed sources: test pattern, files, RTMP (behind the key gate), SRT (through a relay), TCP/UDP MPEG-TS.
+
+A source yields sessions (one per file, per accepted connection); a session yields MediaPackets
+and ParamsChange markers. Sessions carry a StreamInfo that tells the agent how to build its
+chunker (time bases, PTS wrap, whether GOPs are ours and regular by construction).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from producers import h264
+from producers.chunker import FeedProblem, MediaPacket
+
+log = logging.getLogger("producers.sources")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be opened or read at all (bad path, port busy, ...)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed --source value."""
+
+    kind: str  # testsrc | file | rtmp | srt | tcp | udp
+    raw: str
+    path: Path | None = None
+    loop: bool = False
+    host: str = ""
+    port: int = 0
+    app: str = ""
+    key: str | None = None  # a literal key in the RTMP URL (None for the {stream_key} placeholder)
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def parse_source(src: str) -> SourceSpec:
+    """Validate and split a --source value; raises ValueError with a message naming the problem."""
+    if src.startswith("testsrc"):
+        return SourceSpec("testsrc", src)
+    if src.startswith("file:"):
+        rest = src[len("file:"):]
+        if rest.startswith("//"):
+            rest = urlsplit(src).path + (("?" + urlsplit(src).query) if urlsplit(src).query else "")
+        path_s, _, q = rest.partition("?")
+        query = {k: v[-1] for k, v in parse_qs(q).items()}
+        unknown = set(query) - {"loop"}
+        if unknown:
+            raise ValueError(f"unknown file source option(s) {sorted(unknown)}: only ?loop=1")
+        path = Path(path_s).expanduser()
+        if not path.is_file():
+            raise ValueError(f"file source {path_s!r} does not exist or is not a regular file")
+        return SourceSpec("file", src, path=path.resolve(), loop=query.get("loop", "0") in ("1", "true", "yes"))
+    u = urlsplit(src)
+    if u.scheme in ("rtmp", "srt", "tcp", "udp"):
+        if not u.hostname or not u.port:
+            raise ValueError(f"{src!r}: need host and port, e.g. {u.scheme}://0.0.0.0:PORT...")
+        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
+        if u.scheme == "rtmp":
+            parts = [p for p in u.path.split("/") if p]
+            if not parts:
+                raise ValueError(f"{src!r}: need an app, e.g. rtmp://0.0.0.0:1935/live/{{stream_key}}")
+            app = parts[0]
+            key = parts[1] if len(parts) > 1 else None
+            if key in ("{stream_key}", "%7Bstream_key%7D"):
+                key = None
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", app):
+                raise ValueError(f"{src!r}: bad RTMP app name {app!r}")
+            return SourceSpec("rtmp", src, host=u.hostname, port=u.port, app=app, key=key, query=query)
+        return SourceSpec(u.scheme, src, host=u.hostname, port=u.port, query=query)
+    raise ValueError(f"unknown source {src!r}: expected testsrc[:WxH@FPS], file:PATH[?loop=1], "
+                     "rtmp://HOST:PORT/APP/{stream_key}, srt://HOST:PORT?streamid=..., tcp://..., udp://...")
+
+
+@dataclass
+class StreamInfo:
+    video: dict[str, Any]
+    audio: dict[str, Any] | None
+    time_base: Fraction
+    audio_time_base: Fraction | None
+    wrap_bits: int | None = None
+    length_size: int | None = None
+    gop_ticks: int | None = None  # known GOP duration (ours) in video ticks
+    produced_here: bool = False  # testsrc / --normalize: closed, regular GOPs by construction
+    label: str = ""
+
+
+@dataclass
+class ParamsChange:
+    video: dict[str, Any]
+    audio: dict[str, Any] | None
+    reason: str
+
+
+class FeedSession:
+    """One continuous feed: `info` plus an iterator of MediaPacket | ParamsChange."""
+
+    def __init__(self, info: StreamInfo, items: Iterator[MediaPacket | ParamsChange],
+                 close: Callable[[], None] = lambda: None) -> None:
+        self.info = info
+        self.items = items
+        self.close = close
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- test pattern -------------------------------------------------------------------------------
+class TestPatternSource:
+    """Real-time test pattern, wall-clock anchored (see producers.testsrc)."""
+
+    __test__ = False
+
+    def __init__(self, spec: Any, stop: threading.Event, duration_s: float | None = None,
+                 preset: str = "ultrafast", threads: int = 0) -> None:
+        from producers.testsrc import TestPatternFeed
+
+        self.spec = spec
+        self.stop = stop
+        self.duration_s = duration_s
+        self.feed = TestPatternFeed(spec, preset=preset, threads=threads)
+
+    def sessions(self) -> Iterator[FeedSession]:
+        from producers.testsrc import TICKS
+
+        f = self.feed
+        info = StreamInfo(f.venc.params(), f.aenc.params(), Fraction(1, TICKS), Fraction(1, f.sample_rate),
+                          gop_ticks=self.spec.gop_ticks, produced_here=True,
+                          label=f"testsrc {self.spec.width}x{self.spec.height}@{self.spec.fps}")
+        gops = None if self.duration_s is None else max(1, int(self.duration_s / self.spec.gop_seconds + 1e-9))
+        yield FeedSession(info, self._items(gops))
+
+    def _items(self, gops: int | None) -> Iterator[MediaPacket]:
+        from producers.testsrc import TICKS
+
+        f = self.feed
+        first = f.first_gop_at(_now_ms())
+        end_pts = None if gops is None else f.frame_pts(first + gops, 0)
+        for pts, pkts in f.packets(first, gops):
+            # pace: a frame is "captured" at its own timestamp
+            delay = pts / TICKS - time.time()
+            if delay > 0 and self.stop.wait(delay):
+                return
+            if self.stop.is_set():
+                return
+            yield from pkts
+        for p in f.venc.flush():
+            yield p
+        for p in f.aenc.encode(None):
+            if end_pts is None or p.pts * TICKS // f.sample_rate < end_pts:
+                yield p
+
+
+# --- demuxed sources (file, RTMP, TCP/UDP MPEG-TS) ---------------------------------------------------
+def _video_params(stream: Any) -> dict[str, Any]:
+    cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate or Fraction(30)
+    rate = Fraction(rate).limit_denominator(1001)
+    return {"codec": cc.name, "width": cc.width, "height": cc.height, "frame_rate_num": rate.numerator,
+            "frame_rate_den": rate.denominator, "extradata": bytes(cc.extradata or b"")}
+
+
+def _audio_params(stream: Any) -> dict[str, Any]:
+    cc = stream.codec_context
+    return {"codec": cc.name, "sample_rate": cc.sample_rate, "channels": cc.channels,
+            "extradata": bytes(cc.extradata or b""), "time_base_num": stream.time_base.numerator,
+            "time_base_den": stream.time_base.denominator}
+
+
+class DemuxSource:
+    """Anything FFmpeg demuxes. `listen` sources accept one pusher at a time, forever."""
+
+    def __init__(self, url: str, stop: threading.Event, *, options: dict[str, str] | None = None,
+                 listen: bool = False, pace: bool = False, loop: bool = False, normalize: Any = None,
+                 open_timeout: float = 3.0, read_timeout: float = 10.0, label: str = "",
+                 on_bad_input: Callable[[str], None] | None = None) -> None:
+        self.url, self.stop, self.options = url, stop, dict(options or {})
+        self.listen, self.pace, self.loop, self.normalize = listen, pace, loop, normalize
+        self.open_timeout, self.read_timeout, self.label = open_timeout, read_timeout, label or url
+        self.on_bad_input = on_bad_input or (lambda reason: None)
+        self.sessions_opened = 0
+
+    def sessions(self) -> Iterator[FeedSession]:
+        import av
+
+        while not self.stop.is_set():
+            try:
+                container = av.open(self.url, options=self.options, timeout=(self.open_timeout, self.read_timeout))
+            except av.error.ExitError:
+                if self.listen:
+                    continue  # nobody connected within open_timeout: check stop, listen again
+                raise
+            except (av.error.FFmpegError, OSError) as exc:
+                if not self.listen:
+                    raise SourceError(f"cannot open {self.label}: {exc}") from exc
+                if _is_timeout(exc):
+                    continue
+                log.warning("bad input on listener, listening again", extra={"source": self.label,
+                                                                              "reason": str(exc)})
+                self.on_bad_input(f"open failed: {exc}")
+                continue
+            self.sessions_opened += 1
+            try:
+                session = self._session(container)
+            except FeedProblem:
+                container.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. no video stream: refuse this feed, keep listening
+                container.close()
+                if not self.listen:
+                    raise SourceError(f"{self.label}: {exc}") from exc
+                log.warning("feed refused", extra={"source": self.label, "reason": str(exc)})
+                self.on_bad_input(str(exc))
+                continue
+            yield session
+            if not self.listen:
+                return
+
+    def _session(self, container: Any) -> FeedSession:
+        if not container.streams.video:
+            raise FeedProblem("the feed has no video stream")
+        vs = container.streams.video[0]
+        aus = container.streams.audio[0] if container.streams.audio else None
+        wrap = 33 if container.format.name == "mpegts" else None
+        if self.normalize is not None:
+            from producers.normalize import Normalizer
+
+            norm = Normalizer(vs, aus, self.normalize)
+            info = norm.info(label=self.label)
+            items = norm.run(self._packets(container, vs, aus))
+            return FeedSession(info, items, container.close)
+        vp = _video_params(vs)
+        if vp["codec"] != "h264":
+            raise FeedProblem(f"video codec is {vp['codec']}, not H.264; use --normalize to re-encode it")
+        ap = _audio_params(aus) if aus is not None else None
+        if ap is not None and ap["codec"] != "aac":
+            raise FeedProblem(f"audio codec is {ap['codec']}, not AAC; use --normalize to re-encode it")
+        cfg = h264.parse_extradata(vp["extradata"])
+        info = StreamInfo(vp, ap, Fraction(vs.time_base), Fraction(aus.time_base) if aus is not None else None,
+                          wrap_bits=wrap, length_size=cfg.length_size, label=self.label)
+        return FeedSession(info, self._passthrough(container, vs, aus, info, cfg), container.close)
+
+    def _packets(self, container: Any, vs: Any, aus: Any) -> Iterator[tuple[Any, int, int]]:
+        """(packet, video_offset, audio_offset) paced and looped; ends on EOF, error or stop."""
+        import av
+
+        streams = [s for s in (vs, aus) if s is not None]
+        voff = aoff = 0
+        t0: float | None = None
+        first_dts: Fraction | None = None
+        while not self.stop.is_set():
+            first_v: int | None = None
+            end_v: int | None = None
+            try:
+                for pkt in container.demux(streams):
+                    if self.stop.is_set():
+                        return
+                    if pkt.size == 0 or (pkt.pts is None and pkt.dts is None):
+                        continue
+                    if pkt.stream is vs and pkt.pts is not None:
+                        first_v = pkt.pts if first_v is None else min(first_v, pkt.pts)
+                        e = pkt.pts + (pkt.duration or 0)
+                        end_v = e if end_v is None else max(end_v, e)
+                    if self.pace:
+                        ts = pkt.dts if pkt.dts is not None else pkt.pts
+                        off = voff if pkt.stream is vs else aoff
+                        t = Fraction(ts + off) * pkt.stream.time_base
+                        if t0 is None or first_dts is None:
+                            t0, first_dts = time.monotonic(), t
+                        delay = t0 + float(t - first_dts) - time.monotonic()
+                        if delay > 0 and self.stop.wait(delay):
+                            return
+                    yield pkt, voff, aoff
+            except (av.error.FFmpegError, OSError) as exc:
+                if _is_eof(exc):
+                    log.info("feed ended", extra={"source": self.label, "reason": str(exc)})
+                else:
+                    log.warning("feed read error: ending this session", extra={"source": self.label,
+                                                                               "reason": str(exc)})
+                    self.on_bad_input(f"read error: {exc}")
+                return
+            if not self.loop or first_v is None or end_v is None:
+                return
+            # loop with continuous timestamps: shift the next pass by this pass's duration
+            span = end_v - first_v
+            voff += span
+            aoff += int(Fraction(span) * vs.time_base / aus.time_base) if aus is not None else 0
+            container.seek(0)
+
+    def _passthrough(self, container: Any, vs: Any, aus: Any, info: StreamInfo, cfg: h264.AvcConfig
+                     ) -> Iterator[MediaPacket | ParamsChange]:
+        current_sps = cfg.sps[0] if cfg.sps else None
+        for pkt, voff, aoff in self._packets(container, vs, aus):
+            data = bytes(pkt)
+            pts = pkt.pts if pkt.pts is not None else pkt.dts
+            dts = pkt.dts if pkt.dts is not None else pts
+            if pkt.stream is vs:
+                if pkt.is_keyframe:
+                    sps = h264.sps_in(data, info.length_size)
+                    if sps is not None and sps != current_sps:
+                        change = self._sps_change(sps, data, info, current_sps)
+                        current_sps = sps
+                        if change is not None:
+                            yield change
+                yield MediaPacket("video", pts + voff, dts + voff, data, bool(pkt.is_keyframe),
+                                  int(pkt.duration or 0), _now_ms())
+            else:
+                yield MediaPacket("audio", pts + aoff, dts + aoff, data, True, int(pkt.duration or 0))
+
+    def _sps_change(self, sps: bytes, data: bytes, info: StreamInfo, old: bytes | None) -> ParamsChange | None:
+        try:
+            new = h264.parse_sps(sps)
+        except (ValueError, IndexError):
+            return None
+        if old is None:
+            return None
+        try:
+            prev = h264.parse_sps(old)
+        except (ValueError, IndexError):
+            prev = None
+        pps = next((n for n in h264.nal_units(data, info.length_size) if n and n[0] & 0x1F == h264.NAL_PPS), b"")
+        video = dict(info.video, width=new.width, height=new.height)
+        if info.length_size is None:  # Annex B: extradata is start-code SPS + PPS
+            video["extradata"] = b"\x00\x00\x00\x01" + sps + (b"\x00\x00\x00\x01" + pps if pps else b"")
+        info.video = video
+        what = f"{prev.width}x{prev.height} -> {new.width}x{new.height}" if prev else "new SPS"
+        return ParamsChange(video, info.audio, f"coding parameters changed ({what})")
+
+
+def _is_eof(exc: BaseException) -> bool:
+    import av
+
+    return isinstance(exc, (av.error.EOFError,)) or getattr(exc, "errno", None) in (5, 32, 104)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in (110, 60) or "timed out" in str(exc).lower()
+
+
+# --- SRT relay ----------------------------------------------------------------------------------------
+class SrtRelay:
+    """Supervises Debian's ffmpeg as an SRT listener that forwards MPEG-TS to the agent's TCP port.
+
+    PyAV's FFmpeg has no SRT; the relay exits when a caller disconnects and is restarted, with a
+    back-off if it keeps failing. An SRT `passphrase` (the SRT-native way to keep strangers out)
+    and `streamid` are passed through.
+    """
+
+    def __init__(self, spec: SourceSpec, tcp_port: int, stop: threading.Event, binary: str = "ffmpeg") -> None:
+        self.spec, self.tcp_port, self.stop, self.binary = spec, tcp_port, stop, binary
+        self.restarts = 0
+        self.proc: Any = None
+        self._thread = threading.Thread(target=self._run, name="srt-relay", daemon=True)
+
+    def command(self) -> list[str]:
+        q = {"mode": "listener", "latency": "200000"}
+        for k in ("passphrase", "pbkeylen", "latency", "streamid"):
+            if k in self.spec.query:
+                q[k] = self.spec.query[k]
+        qs = "&".join(f"{k}={v}" for k, v in q.items())
+        return [self.binary, "-hide_banner", "-nostdin", "-loglevel", "warning",
+                "-i", f"srt://{self.spec.host}:{self.spec.port}?{qs}",
+                "-c", "copy", "-f", "mpegts", f"tcp://127.0.0.1:{self.tcp_port}"]
+
+    def start(self) -> SrtRelay:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        import subprocess
+
+        backoff = 0.2
+        while not self.stop.is_set():
+            started = time.monotonic()
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            while self.proc.poll() is None:
+                if self.stop.wait(0.2):
+                    self.proc.terminate()
+                    try:
+                        self.proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        self.proc.kill()
+                    return
+            err = (self.proc.stderr.read() or b"").decode(errors="replace")[-400:] if self.proc.stderr else ""
+            self.restarts += 1
+            log.info("srt relay exited, restarting", extra={"rc": self.proc.returncode, "stderr": err.strip()})
+            backoff = 0.2 if time.monotonic() - started > 5 else min(backoff * 2, 5.0)
+            if self.stop.wait(backoff):
+                return
+
+    def stop_now(self) -> None:
+        self.stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
