@@ -37,6 +37,7 @@ class _Rendition:
     version: int = 0
     changed: asyncio.Future[None] | None = None
     updated_monotonic: float = 0.0
+    learned: bool = False  # target durations read from the playlist itself
 
 
 @dataclass
@@ -67,6 +68,10 @@ class PlaylistHub:
     def state(self, stream_id: str, rendition: str) -> PlaylistState | None:
         r = self._renditions.get((stream_id, rendition))
         return r.state if r else None
+
+    def learned(self, stream_id: str, rendition: str) -> bool:
+        r = self._renditions.get((stream_id, rendition))
+        return bool(r and r.learned)
 
     def version(self, stream_id: str, rendition: str) -> int:
         r = self._renditions.get((stream_id, rendition))
@@ -99,6 +104,7 @@ class PlaylistHub:
         if parsed is None:
             return None
         r = self._rend(stream_id, rendition)
+        r.learned = True
         if r.state is None or r.version == 0:
             r.state = parsed
         else:

@@ -101,8 +101,7 @@ async def _serve_document(request: Request, scope: str, sid: str, rendition: str
     if obj is None:
         raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
     if name.endswith(".m3u8") and name != "master.m3u8" and scope == "live":
-        st = ctx.hub.state(sid, doc_version_key)
-        if st is None or st.target_duration == 4.0:
+        if not ctx.hub.learned(sid, doc_version_key):
             ctx.hub.learn_from_playlist(sid, doc_version_key, obj.data.decode("utf-8", "replace"))
     sign_token = token
     keys_only = False
@@ -161,12 +160,12 @@ async def _serve_media_playlist(request: Request, scope: str, sid: str, renditio
         raise _bad("_HLS_* parameters apply to playlist.m3u8 only")
     if req.blocking and scope == "live":
         hub = ctx.hub
-        state = hub.state(sid, rendition)
-        if state is None:  # no update seen yet: learn where the playlist stands from the store
+        if not hub.learned(sid, rendition):  # target durations (and, before any update, the state itself)
             obj = await hub.get(f"{scope}/{sid}/{rendition}/playlist.m3u8", sid, rendition)
             if obj is None:
                 raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
-            state = hub.learn_from_playlist(sid, rendition, obj.data.decode("utf-8", "replace"))
+            hub.learn_from_playlist(sid, rendition, obj.data.decode("utf-8", "replace"))
+        state = hub.state(sid, rendition)
         if state is not None and too_far_ahead(state, req):
             raise _bad(f"_HLS_msn/_HLS_part too far ahead of the live edge ({state.msn}.{state.part})")
         if not satisfied(state, req):
