@@ -175,7 +175,8 @@ class _RungEncoder:
                 t0 = time.perf_counter()
                 # A frame already at the rung's size comes back untouched and is shared read-only;
                 # its pts/pict_type were set once by the decoding thread.
-                scaled = reformatter.reformat(frame, self.rung["width"], self.rung["height"], format="yuv420p")
+                scaled = reformatter.reformat(frame, self.rung["width"], self.rung["height"], format="yuv420p",
+                                              threads=1)
                 if scaled is not frame:
                     scaled.pts = frame.pts
                     scaled.time_base = frame.time_base

@@ -89,6 +89,7 @@ class EncoderWorker:
         self.in_flight: dict[tuple[str, int], Job] = {}  # identity -> job being transcoded/published
         self.completed: queue.Queue[Job] = queue.Queue()
         self.unknown_streams: set[str] = set()
+        self.transcoding = 0  # futures submitted and not yet handled
         self.pool = ThreadPoolExecutor(self.concurrent_gops, thread_name_prefix="gop")
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -128,10 +129,12 @@ class EncoderWorker:
             log.info("encoder stopped", extra=self.stats)
 
     def _step(self) -> None:
-        self._handle_completed(timeout=0 if len(self.in_flight) < self.concurrent_gops else 0.05)
+        # Capacity counts GOPs being transcoded, not GOPs waiting for acks: the next GOP starts while
+        # the previous one's segments are still on their way to the broker.
+        self._handle_completed(timeout=0 if self.transcoding < self.concurrent_gops else 0.05)
         self.producer.poll(0)
         self._commit_ready()
-        if len(self.in_flight) < self.concurrent_gops:
+        if self.transcoding < self.concurrent_gops:
             msg = self.consumer.poll(0.05)
             if msg is not None:
                 self._take(msg)
@@ -218,6 +221,7 @@ class EncoderWorker:
         ladder = ladder_of(record) if record else DEFAULT_LADDER
         preset, part_seconds = preset_for(record), part_seconds_for(record)
         job.started = time.perf_counter()
+        self.transcoding += 1
         job.future = self.pool.submit(transcode_gop, job.gop, ladder, preset=preset, part_seconds=part_seconds,
                                       renditions=self.renditions, x264_threads=self.x264_threads,
                                       timing=job.timing)
@@ -248,6 +252,7 @@ class EncoderWorker:
 
     def _publish(self, job: Job) -> None:
         assert job.future is not None and job.gop is not None
+        self.transcoding -= 1
         stream_id, gop_index = job.identity
         try:
             records = job.future.result()
