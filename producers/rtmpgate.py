@@ -247,6 +247,7 @@ class RtmpGate:
         try:
             client.settimeout(10)
             backend = self._connect_backend()
+            backend.settimeout(None)  # the pumps block; a quiet direction is normal
             back_thread = threading.Thread(target=_pump, args=(backend, client), daemon=True)
             back_thread.start()
             checked = False

@@ -184,7 +184,9 @@ class DemuxSource:
                  listen: bool = False, pace: bool = False, loop: bool = False, normalize: Any = None,
                  open_timeout: float = 3.0, read_timeout: float = 10.0, label: str = "",
                  on_bad_input: Callable[[str], None] | None = None) -> None:
-        self.url, self.stop, self.options = url, stop, dict(options or {})
+        self.url, self.stop = url, stop
+        # live feeds: probe 1 s, not FFmpeg's default 5 s, so a pusher is on air quickly
+        self.options = ({"analyzeduration": "1000000", "probesize": "1000000"} if listen else {}) | dict(options or {})
         self.listen, self.pace, self.loop, self.normalize = listen, pace, loop, normalize
         self.open_timeout, self.read_timeout, self.label = open_timeout, read_timeout, label or url
         self.on_bad_input = on_bad_input or (lambda reason: None)
@@ -369,7 +371,7 @@ class SrtRelay:
                 q[k] = self.spec.query[k]
         qs = "&".join(f"{k}={v}" for k, v in q.items())
         return [self.binary, "-hide_banner", "-nostdin", "-loglevel", "warning",
-                "-i", f"srt://{self.spec.host}:{self.spec.port}?{qs}",
+                "-analyzeduration", "1000000", "-probesize", "1000000", "-i", f"srt://{self.spec.host}:{self.spec.port}?{qs}",
                 "-c", "copy", "-f", "mpegts", f"tcp://127.0.0.1:{self.tcp_port}"]
 
     def start(self) -> SrtRelay:
