@@ -53,6 +53,7 @@ class VideoGopEncoder:
             out += self.flush()
             self._cc = self._open()
         frame.pts, frame.time_base = pts, self.tb
+        frame.pict_type = av.video.frame.PictureType.NONE  # a decoded I-frame would force an extra IDR
         out += self._convert(self._cc.encode(frame), wallclock_ms)
         return out
 
