@@ -37,9 +37,14 @@ def select_rungs(ladder: list[dict[str, Any]], src_width: int, src_height: int,
     return out
 
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
 def preset_for(record: dict[str, Any] | None) -> str:
-    """x264 preset: the stream's override, else by latency mode; unknown streams get STANDARD."""
-    if record and record.get("encoder_preset"):
+    """x264 preset: the stream's override, else by latency mode; unknown streams get STANDARD.
+    An override x264 does not know falls back to the mode's preset rather than failing every GOP."""
+    if record and record.get("encoder_preset") in X264_PRESETS:
         return record["encoder_preset"]
     mode = (record or {}).get("latency_mode") or "STANDARD"
     return PRESET_BY_MODE.get(mode, PRESET_BY_MODE["STANDARD"])

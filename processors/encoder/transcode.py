@@ -12,6 +12,7 @@ VideoReformatter: calling VideoFrame.reformat() on one frame from several thread
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from av.video.reformatter import VideoReformatter
 from processors.encoder import aac, cmaf
 from processors.encoder.ladder import bitrates, select_rungs
 
+log = logging.getLogger("floodlight.encoder.transcode")
 VIDEO_TIMESCALE = 90000
 MOVFLAGS = "empty_moov+default_base_moof+cmaf+frag_discont+skip_trailer+frag_keyframe"
 QUEUE_DEPTH = 6  # decoded frames buffered per rung: bounds memory at 1080p (3 MB a frame)
@@ -379,7 +381,15 @@ def transcode_gop(gop: dict[str, Any], ladder: list[dict[str, Any]], *, preset: 
     records = transcode_video(gop, rungs, preset=preset, part_seconds=part_seconds,
                               x264_threads=x264_threads, timing=timing) if rungs else []
     if renditions is None or "audio" in renditions:
-        audio = transcode_audio(gop, part_seconds=part_seconds)
+        try:
+            audio = transcode_audio(gop, part_seconds=part_seconds)
+        except TranscodeError as exc:
+            if not records:
+                raise
+            # The picture is fine: publish the video rungs rather than lose the GOP over its audio.
+            log.warning("audio dropped for this GOP", extra={"stream_id": gop["stream_id"],
+                                                            "gop_index": gop["gop_index"], "reason": exc.reason})
+            audio = None
         if audio is not None:
             records.append(audio)
     return records

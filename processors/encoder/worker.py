@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from floodlight.kafka import dead_letter, make_consumer, make_producer
 from floodlight.registry import DEFAULT_LADDER, RegistryView, ladder_of
@@ -299,6 +299,13 @@ class EncoderWorker:
                 return
             except BufferError:  # local queue full: serve callbacks and retry
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused locally, e.g. larger than message.max.bytes
+                if not job.failed:
+                    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                    oversized = err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+                    self._failed(job, f"publishing {rec['rendition']['name']} ({len(value)} bytes) failed: {exc}",
+                                 "oversized" if oversized else "encode")
+                return
 
     def _finish(self, job: Job) -> None:
         stream_id, gop_index = job.identity

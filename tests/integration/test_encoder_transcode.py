@@ -117,3 +117,12 @@ def test_gop_without_keyframe_is_invalid(gops):
     with pytest.raises(TranscodeError) as err:
         transcode_gop(gop, LADDER_360, preset="ultrafast", part_seconds=1.0)
     assert err.value.error_class == "invalid"
+
+
+def test_bad_audio_keeps_the_video(gops):
+    gop = dict(gops[0], audio=dict(gops[0]["audio"], codec="opus"))
+    recs = transcode_gop(gop, LADDER_360, preset="ultrafast", part_seconds=1.0)
+    assert [r["rendition"]["name"] for r in recs] == ["360p", "180p"]
+    with pytest.raises(TranscodeError) as err:  # nothing else to publish: the GOP is refused
+        transcode_gop(gop, LADDER_360, preset="ultrafast", part_seconds=1.0, renditions={"audio"})
+    assert err.value.error_class == "invalid"

@@ -67,3 +67,7 @@ def test_bitrates_peak_and_average():
     assert bitrates([], []) == (0, 0)
     # a segment shorter than the window: peak falls back to the average
     assert bitrates([100], [0.2]) == (4000, 4000)
+
+
+def test_unknown_preset_override_falls_back_to_mode():
+    assert preset_for({"latency_mode": "LOW", "encoder_preset": "turbo; rm -rf"}) == "ultrafast"
