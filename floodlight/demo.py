@@ -486,8 +486,9 @@ class Demo:
                         live.update(render_status(snap, self.urls), refresh=True)
                     elif time.monotonic() - last_plain >= 5:
                         last_plain = time.monotonic()
-                        c.print(json.dumps({k: snap[k] for k in ("uptime_s", "gops", "lag", "latency_ms",
-                                                                   "viewers", "renditions")}, default=str))
+                        # one JSON line (no wrapping) that scripts and tests can read
+                        print(json.dumps({k: snap[k] for k in ("uptime_s", "gops", "lag", "latency_ms",
+                                                                 "viewers", "renditions")}, default=str), flush=True)
                     self.stop_event.wait(1.0)
             return self._finish(failed=False)
         except Exception as exc:

@@ -23,7 +23,7 @@
   const fl = {
     streamId, format, sessionId: newId(), state: 'loading', startupMs: null,
     errors: [], warnings: [], switches: [], stalls: 0, levels: [], currentLevel: null, autoQuality: true,
-    latencyMs: null, latencySamples: [], bufferS: 0, bandwidthBps: 0, bytes: 0,
+    latencyMs: null, latencySamples: [], fragLoads: [], bufferS: 0, bandwidthBps: 0, bytes: 0,
     beacons: { queued: 0, sent: 0, batches: 0, failed: 0, lastStatus: null, lastBody: null },
     src: null,
   };
@@ -182,6 +182,12 @@
     hls.on(Hls.Events.FRAG_LOADED, (_e, data) => {
       const n = (data.part ? data.part.stats.loaded : data.frag.stats.loaded) || 0;
       acc.bytes += n; fl.bytes += n;
+      // (msn, rendition, part, wall-clock ms) of each load: the latency bench's "delivery" stage
+      if (data.frag.type === 'main' && Number.isFinite(data.frag.sn)) {
+        const lvl = fl.levels[data.frag.level];
+        fl.fragLoads.push([data.frag.sn, lvl ? lvl.name : '', data.part ? data.part.index : -1, Date.now()]);
+        if (fl.fragLoads.length > 3000) fl.fragLoads.shift();
+      }
     });
     hls.on(Hls.Events.ERROR, (_e, data) => {
       if (!data.fatal) { fl.warnings.push(`${data.type}/${data.details}`); return; }
