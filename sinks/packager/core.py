@@ -17,16 +17,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from floodlight.keystore import KeyProvider
-from floodlight.objectstore import ObjectStore
+from floodlight.objectstore import ObjectStore, etag_of
 from sinks.packager import encrypt, mpd, playlist
 from sinks.packager.reorder import Released, ReorderBuffer
-from sinks.packager.state import CueEntry, Part, Segment, StreamConfig, StreamState, Track, gap_segment
+from sinks.packager.state import (
+    CueEntry,
+    Part,
+    Segment,
+    StreamConfig,
+    StreamState,
+    Track,
+    gap_segment,
+    seg_from_row,
+    seg_row,
+)
 
 log = logging.getLogger("floodlight.packager")
 
 RENDITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-PREFIX_RE = re.compile(r"^(live|vod/[a-z0-9][a-z0-9-]{0,99})$")
+PREFIX_RE = re.compile(r"^(live|vod|vod/[a-z0-9][a-z0-9-]{0,99})$")  # "vod": replay assets at vod/{asset}/
 RESERVED = {"master", "mpd", "keys"}
 
 
@@ -46,9 +56,16 @@ class Held:
 ManifestHook = Callable[[dict[str, Any]], None]
 
 
+CHUNK = 256  # segments per checkpoint chunk: a checkpoint rewrites only the chunks that changed
+
+
 def checkpoint_key(prefix: str, stream_id: str) -> str:
     """Outside the served trees (live/, vod/): the api never exposes it."""
     return f"packager/{prefix}/{stream_id}/state.json"
+
+
+def chunk_key(prefix: str, stream_id: str, rendition: str, n: int) -> str:
+    return f"packager/{prefix}/{stream_id}/{rendition}/{n}.json"
 
 
 def validate_segment(rec: dict[str, Any]) -> None:
@@ -85,6 +102,8 @@ class StreamPackager:
         self.buffers: dict[str, ReorderBuffer[Held]] = {}
         self.dirty: set[str] = set()
         self.unsaved = False  # state changed since the last checkpoint
+        self._etags: dict[str, str] = {}  # manifests this process wrote: key -> etag
+        self._dirty_chunks: set[tuple[str, int]] = set()  # (rendition, msn // CHUNK) changed since checkpoint
         self.last_segment_at = time.monotonic()
         self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0}
         for name, track in state.tracks.items():
@@ -99,6 +118,12 @@ class StreamPackager:
         obj = store.get(checkpoint_key(prefix, stream_id))
         if obj is not None:
             state = StreamState.from_dict(json.loads(obj.data))
+            head = checkpoint_key(prefix, stream_id)
+            for key in store.list(f"packager/{prefix}/{stream_id}/"):
+                track = state.tracks.get(key.split("/")[-2]) if key != head else None
+                chunk = store.get(key) if track is not None else None
+                for row in json.loads(chunk.data) if chunk is not None else []:
+                    track.insert(seg_from_row(row))  # type: ignore[union-attr]
             if config is not None:
                 state.config = config
         else:
@@ -106,9 +131,22 @@ class StreamPackager:
         return cls(store, state, **kw)
 
     def checkpoint(self) -> None:
-        data = json.dumps(self.state.to_dict(), separators=(",", ":")).encode()
-        self.store.put(checkpoint_key(self.state.prefix, self.state.stream_id), data,
+        """Changed segment chunks first, then the header: a restart resumes from here with the same msns."""
+        st = self.state
+        for name, n in sorted(self._dirty_chunks):
+            track = st.tracks.get(name)
+            rows = [seg_row(track.segments[m]) for m in range(n * CHUNK, (n + 1) * CHUNK)
+                    if track is not None and m in track.segments]
+            key = chunk_key(st.prefix, st.stream_id, name, n)
+            if rows:
+                self.store.put(key, json.dumps(rows, separators=(",", ":")).encode(),
+                               content_type="application/json", cache_control="no-store")
+            else:
+                self.store.delete(key)
+        data = json.dumps(st.to_dict(with_segments=False), separators=(",", ":")).encode()
+        self.store.put(checkpoint_key(st.prefix, st.stream_id), data,
                        content_type="application/json", cache_control="no-store")
+        self._dirty_chunks.clear()
         self.unsaved = False
 
     # --- input ------------------------------------------------------------------------------
@@ -239,7 +277,8 @@ class StreamPackager:
             self.state.ast_ms = seg.pdt_ms
         if track.pto < 0:
             track.pto = max(0, seg.pts - round((seg.pdt_ms - self.state.ast_ms) * seg.timescale / 1000))
-        track.segments[msn] = seg
+        track.insert(seg)
+        self._dirty_chunks.add((name, msn // CHUNK))
         self.state.note_durations(seg)
         self.stats["late_fills" if existing is not None else "segments"] += 1
         if existing is not None:
@@ -262,7 +301,8 @@ class StreamPackager:
         seg = gap_segment(track, msn, nxt)
         seg.key_id, _, iv = self._key_for(msn)
         seg.iv_hex = iv.hex() if iv else None
-        track.segments[msn] = seg
+        track.insert(seg)
+        self._dirty_chunks.add((name, msn // CHUNK))
         self.stats["gaps"] += 1
         log.warning("GOP missing after the deadline: published as a gap",
                     extra={"stream_id": self.state.stream_id, "gop_index": msn + (self.state.base_gop or 0),
@@ -271,6 +311,8 @@ class StreamPackager:
 
     def _place_cues(self) -> None:
         """Snap pending cue starts/ends to segment boundaries once the boundary segment exists."""
+        if all(c.in_msn is not None for c in self.state.cues.values()):
+            return
         known: dict[int, int] = {}
         for t in self.state.tracks.values():
             for m, s in t.segments.items():
@@ -306,18 +348,21 @@ class StreamPackager:
             track = self.state.tracks[name]
             gone = self.state.expired(track)
             self.state.drop(track, [s.msn for s in gone])
+            self._dirty_chunks.update((name, s.msn // CHUNK) for s in gone)
             doomed += [(name, s) for s in gone]
         written = 0
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
             if not track.segments:
                 continue
-            text = playlist.media_playlist(self.state, name, playlist.LIVE)
-            self.store.put_if_changed(f"{root}/{name}/playlist-skip.m3u8",
-                                      playlist.media_playlist(self.state, name, playlist.SKIP).encode())
-            self.store.put_if_changed(f"{root}/{name}/dvr.m3u8",
-                                      playlist.media_playlist(self.state, name, playlist.DVR).encode())
-            etag, changed = self.store.put_if_changed(f"{root}/{name}/playlist.m3u8", text.encode())
+            ordered = track.ordered()
+            kw = {"ordered": ordered, "disc": self.state.discontinuities(track, ordered)}
+            text = playlist.media_playlist(self.state, name, playlist.LIVE, **kw)
+            self._put_doc(f"{root}/{name}/playlist-skip.m3u8",
+                          playlist.media_playlist(self.state, name, playlist.SKIP, **kw).encode())
+            self._put_doc(f"{root}/{name}/dvr.m3u8",
+                          playlist.media_playlist(self.state, name, playlist.DVR, **kw).encode())
+            etag, changed = self._put_doc(f"{root}/{name}/playlist.m3u8", text.encode())
             written += 1
             if changed:
                 track.version = max(track.version + 1, wall_ms)
@@ -333,8 +378,17 @@ class StreamPackager:
         self.dirty.clear()
         return written
 
+    def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:
+        """Write a manifest unless this process already wrote these exact bytes (saves a read per write)."""
+        etag = etag_of(data)
+        if self._etags.get(key) == etag:
+            return etag, False
+        etag, changed = self.store.put_if_changed(key, data)
+        self._etags[key] = etag
+        return etag, changed
+
     def _write_doc(self, label: str, key: str, text: str, wall_ms: int, announce: bool = True) -> None:
-        etag, changed = self.store.put_if_changed(key, text.encode())
+        etag, changed = self._put_doc(key, text.encode())
         if changed and announce:
             self.state.version = max(self.state.version + 1, wall_ms)
             self._announce(label, -1, -1, self.state.version, etag, wall_ms)
@@ -376,5 +430,6 @@ class StreamPackager:
         for key in list(self.store.list(f"{self.state.root}/")):
             self.store.delete(key)
             n += 1
-        self.store.delete(checkpoint_key(self.state.prefix, self.state.stream_id))
+        for key in list(self.store.list(f"packager/{self.state.prefix}/{self.state.stream_id}/")):
+            self.store.delete(key)
         return n

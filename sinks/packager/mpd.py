@@ -105,8 +105,6 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
     td = max(1, state.target_duration)
     vids = video_tracks(state)
     audio = audio_track(state)
-    tracks = vids + ([audio] if audio else [])
-    all_segs = [s for t in tracks for s in t.ordered()]
     mpd = ET.Element(f"{{{NS}}}MPD", {
         "profiles": "urn:mpeg:dash:profile:isoff-live:2011",
         "type": "static" if static else "dynamic",
@@ -125,7 +123,7 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
         mpd.set("minimumUpdatePeriod", iso_dur(td))
         mpd.set("timeShiftBufferDepth", iso_dur(window))
         mpd.set("suggestedPresentationDelay", iso_dur(3 * td))
-        mpd.set("maxSegmentDuration", iso_dur(max((s.seconds for s in all_segs), default=td)))
+        mpd.set("maxSegmentDuration", iso_dur(state.max_segment_s or td))
         period_start_ms = state.ast_ms
     period = ET.SubElement(mpd, f"{{{NS}}}Period", {"id": "p0", "start": "PT0S"})
     es = _event_stream(state, period_start_ms)

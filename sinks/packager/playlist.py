@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from functools import lru_cache
 
 from sinks.packager import scte35
 from sinks.packager.state import CueEntry, Segment, StreamState, Track
@@ -25,21 +26,34 @@ def iso_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
+@lru_cache(maxsize=65536)
+def _pdt_line(ms: int) -> str:
+    """Segment lines never change once written: memoised, the DVR playlist re-renders cheaply."""
+    return f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(ms)}"
+
+
+@lru_cache(maxsize=65536)
+def _extinf_lines(msn: int, duration: int, timescale: int) -> str:
+    return f"#EXTINF:{fmt(duration / timescale if timescale else 0.0)},\n{msn}.m4s"
+
+
 def fmt(x: float, places: int = 5) -> str:
     return f"{x:.{places}f}"
 
 
-def live_window(state: StreamState, track: Track) -> list[Segment]:
+def live_window(state: StreamState, track: Track, ordered: list[Segment] | None = None) -> list[Segment]:
     """The live playlist's segments: the last live_window_s, or everything once ended/VOD."""
-    segs = track.ordered()
+    segs = ordered if ordered is not None else track.ordered()
     if state.ended or state.vod or not segs:
         return segs
     edge = segs[-1].end_ms - state.config.live_window_s * 1000
-    window = [s for s in segs if s.end_ms > edge]
     min_keep = 6 * max(1, state.target_duration)  # keep CAN-SKIP-UNTIL meaningful
-    while len(window) < len(segs) and sum(s.seconds for s in window) < min_keep:
-        window.insert(0, segs[len(segs) - len(window) - 1])
-    return window
+    start = len(segs)
+    span = 0.0
+    while start > 0 and (segs[start - 1].end_ms > edge or span < min_keep):
+        start -= 1
+        span += segs[start].seconds
+    return segs[start:]
 
 
 def skip_until(state: StreamState) -> float:
@@ -109,10 +123,16 @@ def _cues_at(state: StreamState) -> dict[int, list[tuple[CueEntry, str]]]:
     return out
 
 
-def media_playlist(state: StreamState, name: str, kind: str = LIVE) -> str:
-    """Render one rendition's media playlist; `kind` is live, skip (delta update) or dvr."""
+def media_playlist(state: StreamState, name: str, kind: str = LIVE, *, ordered: list[Segment] | None = None,
+                   disc: dict[int, int] | None = None) -> str:
+    """Render one rendition's media playlist; `kind` is live, skip (delta update) or dvr.
+
+    `ordered` and `disc` (the track's segments by msn and their discontinuity numbers) may be passed
+    in when several playlists of one track are rendered together, to compute them once.
+    """
     track = state.tracks[name]
-    segs = track.ordered() if kind == DVR else live_window(state, track)
+    ordered = ordered if ordered is not None else track.ordered()
+    segs = ordered if kind == DVR else live_window(state, track, ordered)
     final = state.ended or state.vod
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{max(1, state.target_duration)}"]
     parts_on = state.has_parts and not final
@@ -129,7 +149,7 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE) -> str:
     if not segs:
         lines.append("#EXT-X-MEDIA-SEQUENCE:0")
         return "\n".join(lines) + "\n"
-    disc = state.discontinuities(track)
+    disc = disc if disc is not None else state.discontinuities(track)
     lines.append(f"#EXT-X-MEDIA-SEQUENCE:{segs[0].msn}")
     lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{disc[segs[0].msn]}")
     lines.append("#EXT-X-INDEPENDENT-SEGMENTS")
@@ -165,7 +185,7 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE) -> str:
         if (seg.key_id or None) != cur_key:
             lines.append(_key_tag(state, seg))
             cur_key = seg.key_id or None
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_ms(seg.pdt_ms)}")
+        lines.append(_pdt_line(seg.pdt_ms))
         for cue, k in cues.get(seg.msn, []):
             lines += _cue_tags(state, cue, seg, k)
         if seg.gap:
@@ -174,8 +194,7 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE) -> str:
             for j, p in enumerate(seg.parts):
                 ind = ",INDEPENDENT=YES" if p.independent else ""
                 lines.append(f'#EXT-X-PART:DURATION={fmt(p.duration)},URI="{seg.msn}.{j}.m4s"{ind}')
-        lines.append(f"#EXTINF:{fmt(seg.seconds)},")
-        lines.append(f"{seg.msn}.m4s")
+        lines.append(_extinf_lines(seg.msn, seg.duration, seg.timescale))
         prev = seg
     if parts_on:
         lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{segs[-1].msn + 1}.0.m4s"')

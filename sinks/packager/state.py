@@ -67,13 +67,20 @@ class Track:
     version: int = 0
     disc_base: int = 0  # discontinuity sequence number of the first kept segment
     pto: int = -1  # DASH presentationTimeOffset, fixed by the track's first segment
+    hi: int = -1  # highest msn inserted
 
     def ordered(self) -> list[Segment]:
         return [self.segments[m] for m in sorted(self.segments)]
 
     @property
     def last_msn(self) -> int:
+        if self.hi in self.segments:  # kept by the core on every insert: no scan on the hot path
+            return self.hi
         return max(self.segments) if self.segments else -1
+
+    def insert(self, seg: Segment) -> None:
+        self.segments[seg.msn] = seg
+        self.hi = max(self.hi, seg.msn)
 
     def init_name(self, init_hash: str) -> str:
         """Object name of an init segment; the first one is the contract's `init.mp4`."""
@@ -120,6 +127,7 @@ class StreamState:
     config: StreamConfig = field(default_factory=StreamConfig)
     target_duration: int = 0  # fixed once known (RFC 8216bis: must not change); raised only if exceeded
     part_target: float = 0.0
+    max_segment_s: float = 0.0  # longest segment seen (DASH maxSegmentDuration)
     ast_ms: int = 0  # DASH availabilityStartTime: wall-clock of msn 0's start
     ended: bool = False
     vod: bool = False  # finalised as VOD (replay): PLAYLIST-TYPE:VOD + static MPD
@@ -145,6 +153,7 @@ class StreamState:
         """Fix TARGETDURATION and PART-TARGET from the first segment; raise them only if exceeded."""
         if seg.gap:
             return
+        self.max_segment_s = max(self.max_segment_s, seg.seconds)
         td = max(1, round(seg.seconds))
         if td > self.target_duration:
             self.target_duration = td
@@ -156,16 +165,22 @@ class StreamState:
 
     @property
     def has_parts(self) -> bool:
-        return self.part_target > 0 and any(len(s.parts) > 1 for t in self.tracks.values()
-                                            for s in list(t.segments.values())[-3:])
+        """LL-HLS tags only when the newest segments really come in parts."""
+        if self.part_target <= 0:
+            return False
+        for t in self.tracks.values():
+            last = t.segments.get(t.last_msn)
+            if last is not None and len(last.parts) > 1:
+                return True
+        return False
 
     # --- discontinuities --------------------------------------------------------------------
-    def discontinuities(self, track: Track) -> dict[int, int]:
+    def discontinuities(self, track: Track, ordered: list[Segment] | None = None) -> dict[int, int]:
         """msn -> discontinuity sequence number, and which segments start a discontinuity (value changes)."""
         out: dict[int, int] = {}
         seq = track.disc_base
         prev: Segment | None = None
-        for seg in track.ordered():
+        for seg in ordered if ordered is not None else track.ordered():
             if prev is not None and not seg.gap and starts_discontinuity(prev, seg):
                 seq += 1
             out[seg.msn] = seq
@@ -179,9 +194,13 @@ class StreamState:
         segs = track.ordered()
         if not segs or self.ended:
             return []
-        window_ms = (self.config.dvr_window_s or self.config.live_window_s) * 1000
-        newest_end = max(s.end_ms for s in segs)
-        return [s for s in segs if s.end_ms <= newest_end - window_ms]
+        cutoff = segs[-1].end_ms - (self.config.dvr_window_s or self.config.live_window_s) * 1000
+        out = []
+        for s in segs:  # oldest first: stop at the first one still inside the window
+            if s.end_ms > cutoff:
+                break
+            out.append(s)
+        return out
 
     def drop(self, track: Track, msns: list[int]) -> None:
         """Forget expired segments; the first kept one keeps its discontinuity sequence number."""
@@ -196,11 +215,18 @@ class StreamState:
             track.segments.pop(m, None)
 
     # --- persistence ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+    def to_dict(self, with_segments: bool = True) -> dict[str, Any]:
+        """JSON-ready dict; segments as compact rows (or left out: the checkpoint stores them in chunks)."""
+        d = {k: v for k, v in vars(self).items() if k not in ("tracks", "cues", "config")}
         d["state_version"] = STATE_VERSION
-        for t in d["tracks"].values():
-            t["segments"] = [_seg_row(s) for s in t["segments"].values()]
+        d["config"] = asdict(self.config)
+        d["cues"] = {k: asdict(c) for k, c in self.cues.items()}
+        d["tracks"] = {}
+        for name, t in self.tracks.items():
+            td = {k: v for k, v in vars(t).items() if k not in ("segments", "inits")}
+            td["inits"] = dict(t.inits)
+            td["segments"] = [seg_row(s) for s in t.ordered()] if with_segments else []
+            d["tracks"][name] = td
         return d
 
     @classmethod
@@ -210,11 +236,10 @@ class StreamState:
         tracks = {}
         for name, t in d.pop("tracks").items():
             t = dict(t)
-            rows = t.pop("segments")
+            rows = t.pop("segments", [])
             track = Track(**t)
             for row in rows:
-                seg = _seg_from_row(row)
-                track.segments[seg.msn] = seg
+                track.insert(seg_from_row(row))
             tracks[name] = track
         cues = {k: CueEntry(**v) for k, v in d.pop("cues").items()}
         config = StreamConfig(**d.pop("config"))
@@ -226,13 +251,12 @@ def starts_discontinuity(prev: Segment, seg: Segment) -> bool:
     return seg.epoch != prev.epoch or (bool(seg.init_hash) and seg.init_hash != prev.init_hash)
 
 
-def _seg_row(s: dict[str, Any]) -> list[Any]:
-    return [s["msn"], s["pts"], s["duration"], s["timescale"], s["pdt_ms"], s["epoch"], s["init_hash"],
-            [[p["duration"], p["independent"]] for p in s["parts"]], s["gap"], s["key_id"], s["iv_hex"],
-            s["size"]]
+def seg_row(s: Segment) -> list[Any]:
+    return [s.msn, s.pts, s.duration, s.timescale, s.pdt_ms, s.epoch, s.init_hash,
+            [[p.duration, p.independent] for p in s.parts], s.gap, s.key_id, s.iv_hex, s.size]
 
 
-def _seg_from_row(r: list[Any]) -> Segment:
+def seg_from_row(r: list[Any]) -> Segment:
     return Segment(msn=r[0], pts=r[1], duration=r[2], timescale=r[3], pdt_ms=r[4], epoch=r[5], init_hash=r[6],
                    parts=[Part(d, i) for d, i in r[7]], gap=r[8], key_id=r[9], iv_hex=r[10], size=r[11])
 

@@ -181,6 +181,11 @@ class PackagerWorker:
             self._dead(msg, str(exc), "schema", None, None)
         else:
             sid = rec["stream_id"]
+            if self._expired(sid):
+                log.info("segment of a stream past its DVR window after the end dropped",
+                         extra={"stream_id": sid, "gop_index": rec.get("gop_index")})
+                self.consumed[part] = off + 1
+                return
             try:
                 pkg = self.packager_for(sid)
                 self.partition_of[sid] = part
@@ -236,7 +241,7 @@ class PackagerWorker:
         else:
             self.registry_version = self.registry.version
             ended_check = True
-        for sid, pkg in self.streams.items():
+        for sid, pkg in list(self.streams.items()):
             rec = self.registry.get(sid)
             if ended_check:
                 cfg = config_from_record(rec, self.settings)
@@ -252,6 +257,18 @@ class PackagerWorker:
                     log.info("stream ended: ENDLIST written", extra={"stream_id": sid})
             elif status == "LIVE" and pkg.state.ended:
                 pkg.reopen()
+            if pkg.state.ended and self._expired(sid):
+                n = self._retry_store(pkg.purge_all, sid)
+                self.streams.pop(sid, None)
+                log.info("ended stream left its DVR window: objects deleted", extra={"stream_id": sid, "objects": n})
+
+    def _expired(self, sid: str) -> bool:
+        """Ended, and the event's DVR window (at least the live window) has passed since."""
+        rec = self.registry.get(sid)
+        if rec is None or rec.get("status") != "ENDED" or not rec.get("ended_at_ms"):
+            return False
+        keep_s = max(int(rec.get("dvr_window_seconds") or 0), self.settings.packager_live_window_s)
+        return time.time() * 1000 > rec["ended_at_ms"] + keep_s * 1000
 
     def _commit(self, force: bool = False, only: set[int] | None = None) -> None:
         """Checkpoint every owned stream, then commit offsets that no held record precedes."""
