@@ -29,7 +29,7 @@ from processors.encoder.ladder import bitrates, select_rungs
 log = logging.getLogger("floodlight.encoder.transcode")
 VIDEO_TIMESCALE = 90000
 MOVFLAGS = "empty_moov+default_base_moof+cmaf+frag_discont+skip_trailer+frag_keyframe"
-QUEUE_DEPTH = 6  # decoded frames buffered per rung: bounds memory at 1080p (3 MB a frame)
+QUEUE_DEPTH = 12  # decoded frames buffered per rung (shared, 3 MB each at 1080p): absorbs scheduling jitter
 _DONE = object()
 
 
@@ -218,6 +218,7 @@ def _decode_frames(gop: dict[str, Any]):
         raise TranscodeError(f"unsupported video codec {video['codec']!r}: {exc}", "decode") from exc
     if video.get("extradata"):
         ctx.extradata = video["extradata"]
+    ctx.thread_type = "AUTO"  # frame threads too: the decoder is the one serial stage before the rungs
     tb = Fraction(gop["time_base_num"], gop["time_base_den"])
     count = 0
     try:
