@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         "all", description="Rungs this encoder member makes: all, or names like 1080p,720p (audio included by 'all')."
     )
     encoder_concurrent_gops: int = Field(
-        1, description="GOPs one encoder process transcodes at once (each uses one thread per rung)."
+        2, description="GOPs one encoder process transcodes at once; the next starts only once the previous is decoded."
     )
     encoder_x264_threads: int = Field(1, description="libx264 threads per rung encoder (0 = x264's automatic count).")
     encoder_dedup_window: int = Field(
