@@ -176,6 +176,10 @@ def run(env: Settings, media: dict[int, list[dict[str, Any]]], tmp_path_factory)
     pk.start()
     result: dict[str, Any] = {"store": store, "env": env, "t0": t0, "log": logf}
     try:
+        bad = dict(media[0][0], rendition=dict(media[0][0]["rendition"], name="../etc"))
+        producer.produce(env.topic("segments"), key=SID.encode(), value=b"\x00not avro")
+        producer.produce(env.topic("segments"), key=SID.encode(), value=codec.encode("RenditionSegment", bad))
+        producer.flush(10)
         order = list(range(15))
         order[6], order[7] = 7, 6  # GOP 7 reaches the packager before GOP 6
         produce(env, [r for g in order for r in media[g]])
@@ -358,3 +362,32 @@ def test_end_writes_endlist_and_static_mpd(run: dict[str, Any]) -> None:
     pl = m3u8.loads(store.get(f"live/{SID}/360p/playlist.m3u8").data.decode())
     assert pl.media_sequence == 0 and len(pl.segments) == N_GOPS  # the whole event stays playable
     wait_until(lambda: b'type="static"' in store.get(f"live/{SID}/manifest.mpd").data, 10, what="static MPD")
+
+
+def test_ended_stream_past_its_window_is_deleted(run: dict[str, Any]) -> None:
+    """An event that ended longer ago than its DVR window: every object goes, late copies are dropped."""
+    store, env = run["store"], run["env"]
+    assert store.exists("live/gappy/180p/0.m4s")
+    gone_at = int(time.time() * 1000) - 600_000
+    publish_stream(make_producer(env), env, new_stream_record("gappy", "Gappy", status="ENDED", ended_at_ms=gone_at,
+                                                              dvr_window_seconds=60))
+    wait_until(lambda: not list(store.list("live/gappy/")), 30, what="objects of the expired event deleted")
+    assert not store.exists("packager/live/gappy/state.json")
+
+
+def test_bad_input_dead_lettered_and_stream_goes_on(run: dict[str, Any]) -> None:
+    env = run["env"]
+    c = Consumer(consumer_config(env, f"probe-{uuid.uuid4().hex[:6]}", **{"enable.partition.eof": True}))
+    c.assign([TopicPartition(env.topic("dlq"), 0, OFFSET_BEGINNING)])
+    dead: list[dict[str, Any]] = []
+    while True:
+        msg = c.poll(10)
+        assert msg is not None, "dlq topic did not reach EOF"
+        if msg.error():
+            break
+        dead.append(codec.decode(msg.value(), expect="DeadLetter"))
+    c.close()
+    mine = [d for d in dead if d["stage"] == "packager"]
+    assert {d["error_class"] for d in mine} == {"schema", "invalid"}
+    assert any("rendition name" in d["reason"] for d in mine) and all(d["value"] for d in mine)
+    assert not run["store"].exists(f"live/{SID}/etc/playlist.m3u8")
