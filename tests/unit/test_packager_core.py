@@ -230,3 +230,22 @@ def test_bad_segments_are_refused_with_a_reason(tmp_path, mutate, reason: str) -
     with pytest.raises(BadSegment, match=reason):
         p.add(r, now=0)
     assert list(store.list("live/")) == []
+
+
+def test_checkpoint_in_chunks_restores_and_forgets_expired(tmp_path) -> None:
+    p, store, _ = pkg(tmp_path, dvr_window_s=100)
+    for g in range(300):
+        p.add(seg(g), now=0)
+    p.flush(T0)
+    p.checkpoint()
+    assert sorted(store.list("packager/live/s1/720p/")) == ["packager/live/s1/720p/0.json",
+                                                            "packager/live/s1/720p/1.json"]
+    p2, _, _ = pkg(tmp_path, dvr_window_s=100)
+    assert sorted(p2.state.tracks["720p"].segments) == list(range(200, 300))
+    for g in range(300, 420):
+        p2.add(seg(g), now=0)
+    p2.flush(T0)
+    p2.checkpoint()
+    assert not store.exists("packager/live/s1/720p/0.json")  # every segment of chunk 0 left the window
+    p3, _, _ = pkg(tmp_path, dvr_window_s=100)
+    assert sorted(p3.state.tracks["720p"].segments) == list(range(320, 420))
