@@ -6,7 +6,9 @@ plain Java process with logs and data under .stack/. Idempotent: `up` twice is h
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,9 +56,13 @@ def kafka_version() -> str:
 def fetch_jars(settings: Settings) -> Path:
     """Resolve the broker jars once with Maven (offline-tolerant afterwards)."""
     libs = _dirs(settings)["libs"]
+    stamp = libs / ".pom-sha256"
+    want = hashlib.sha256((POM_DIR / "pom.xml").read_bytes()).hexdigest()
     marker = libs / f"kafka_2.13-{kafka_version()}.jar"
-    if marker.exists():
+    if marker.exists() and stamp.exists() and stamp.read_text() == want:
         return libs
+    if libs.exists():
+        shutil.rmtree(libs)
     libs.mkdir(parents=True, exist_ok=True)
     print(f"fetching Apache Kafka {kafka_version()} jars from Maven Central ...", flush=True)
     cmd = ["mvn", "-q", "-B", "-f", str(POM_DIR / "pom.xml"), "dependency:copy-dependencies",
@@ -64,6 +70,7 @@ def fetch_jars(settings: Settings) -> Path:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0 or not marker.exists():
         raise StackError(f"mvn could not fetch the Kafka jars:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    stamp.write_text(want)
     return libs
 
 

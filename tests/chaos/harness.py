@@ -1,0 +1,274 @@
+"""A whole pipeline on a private broker, with fault injection and invariant watchers.
+
+Private broker (own stack dir and port) so a broker stop/start does not disturb anything else;
+the object store sits on a small tmpfs when we may mount one, so a full disk can be simulated.
+Roles run as real child processes started from their CLI commands (floodlight.demo's Supervisor).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from floodlight import stack
+from floodlight.demo import ChildSpec, DemoOptions, Supervisor, plan_children, register_stream
+from floodlight.settings import Settings
+from floodlight.topics import apply_topics
+
+STREAM = "chaos"
+LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 600},
+          {"name": "180p", "width": 320, "height": 180, "bitrate_kbps": 200}]
+WATCH = "360p"
+
+
+def free_port(pair: bool = False) -> int:
+    """A free TCP port (and port+1 too when pair: the broker's controller listens there)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if not pair:
+            return port
+        with socket.socket() as s2:
+            try:
+                s2.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port pair")
+
+
+@dataclass
+class FaultReport:
+    fault: str
+    recovery_s: float | None = None
+    gops_lost: int = 0
+    notes: str = ""
+
+
+class Watcher(threading.Thread):
+    """Polls the store: MSNs must never go backwards, no media object may change its bytes."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(daemon=True, name="chaos-watcher")
+        self.root = root
+        self.violations: list[str] = []
+        self.history: list[tuple[float, int]] = []  # (monotonic, last listed msn)
+        self._seen: dict[str, tuple[int, int, str]] = {}
+        self._stop = threading.Event()
+        self.last_msn = -1
+        self.last_seq = -1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.is_alive():
+            self.join(5)
+
+    def run(self) -> None:
+        while not self._stop.wait(0.25):
+            try:
+                self._check_playlist()
+                self._check_objects()
+            except Exception as exc:  # noqa: BLE001 - a watcher glitch must not end the watch
+                self.violations.append(f"watcher error: {exc!r}")
+
+    def _check_playlist(self) -> None:
+        path = self.root / "live" / STREAM / WATCH / "playlist.m3u8"
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return
+        m = re.search(r"#EXT-X-MEDIA-SEQUENCE:(\d+)", text)
+        if not m:
+            return
+        seq = int(m.group(1))
+        last = seq + text.count("#EXTINF:") - 1
+        if seq < self.last_seq:
+            self.violations.append(f"media sequence went back {self.last_seq} -> {seq}")
+        if last < self.last_msn:
+            self.violations.append(f"last msn went back {self.last_msn} -> {last}")
+        self.last_seq, self.last_msn = max(seq, self.last_seq), max(last, self.last_msn)
+        self.history.append((time.monotonic(), last))
+
+    def _check_objects(self) -> None:
+        base = self.root / "live" / STREAM
+        if not base.exists():
+            return
+        for rendition in base.iterdir():
+            if not rendition.is_dir():
+                continue
+            for entry in os.scandir(rendition):
+                if not entry.name.endswith((".m4s", ".mp4")):
+                    continue
+                st = entry.stat()
+                key = f"{rendition.name}/{entry.name}"
+                seen = self._seen.get(key)
+                if seen is not None and (seen[0], seen[1]) == (st.st_ino, st.st_mtime_ns):
+                    continue
+                try:
+                    digest = hashlib.sha256(Path(entry.path).read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    continue
+                if seen is not None and seen[2] != digest:
+                    self.violations.append(f"{key} rewritten with different bytes")
+                self._seen[key] = (st.st_ino, st.st_mtime_ns, digest)
+
+    def last_msn_at(self, t: float) -> int:
+        """The last msn the playlist listed at or before t."""
+        before = [last for ts, last in self.history if ts <= t]
+        return before[-1] if before else -1
+
+    def advanced_after(self, t: float, msn: int, timeout: float) -> float | None:
+        """Seconds from t until the playlist listed a segment beyond msn, or None by the deadline."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for ts, last in self.history:
+                if ts >= t and last > msn:
+                    return ts - t
+            time.sleep(0.1)
+        return None
+
+
+class BeaconSender(threading.Thread):
+    """A player's worth of beacons: batches to the api; a refused or failed batch is retried."""
+
+    def __init__(self, api: str) -> None:
+        super().__init__(daemon=True, name="chaos-beacons")
+        self.api = api
+        self.accepted = 0
+        self.rejected = 0
+        self.retries = 0
+        self._stop = threading.Event()
+        self._n = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.is_alive():
+            self.join(15)
+
+    def _batch(self) -> list[dict[str, Any]]:
+        now = int(time.time() * 1000)
+        out = []
+        for _ in range(10):
+            self._n += 1
+            out.append({"event_time": now, "stream_id": STREAM, "session_id": f"chaos-{self._n // 10}",
+                        "user_id": "", "device_type": "web", "quality": WATCH, "latency_ms": 2000 + self._n % 50,
+                        "bitrate_kbps": 600, "bytes_downloaded": 1000, "watch_ms": 500,
+                        "event_type": "heartbeat", "cdn_pop": f"pop-{self._n}"})
+        return out
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            batch = self._batch()
+            while not self._stop.wait(0.5):
+                try:
+                    res = client.post(f"{self.api}/api/v1/qoe/beacons", json={"beacons": batch})
+                except httpx.HTTPError:
+                    self.retries += 1
+                    continue
+                if res.status_code in (200, 202, 207):
+                    body = res.json()
+                    self.accepted += int(body["accepted"])
+                    self.rejected += len(body["rejected"])
+                    batch = self._batch()
+                elif res.status_code == 429:
+                    self.retries += 1
+                else:
+                    self.retries += 1
+
+
+@dataclass
+class ChaosPipeline:
+    tmp: Path
+    settings: Settings = field(init=False)
+    store_root: Path = field(init=False)
+    mounted: bool = False
+    sup: Supervisor = field(init=False)
+    specs: dict[str, ChildSpec] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store_root = self.tmp / "store"
+        self.store_root.mkdir(parents=True)
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=384m", "tmpfs", str(self.store_root)],
+                           check=True, capture_output=True)
+            self.mounted = True
+        except (subprocess.CalledProcessError, FileNotFoundError):
+            self.mounted = False
+        port = free_port(pair=True)
+        prefix = f"c{uuid.uuid4().hex[:6]}."
+        self.settings = Settings(
+            stack_dir=self.tmp / "stack", kafka_port=port, kafka_bootstrap=f"127.0.0.1:{port}", topic_prefix=prefix,
+            topic_partitions=3, store_url=self.store_root.as_uri(), clickhouse_dsn=f"chdb://{self.tmp / 'chdb'}",
+            api_port=free_port(), qoe_port=free_port(), log_format="json",
+            encoder_group=f"{prefix}encoder", packager_group=f"{prefix}packager",
+        )
+        self.sup = Supervisor(self.tmp / "logs")
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.settings.api_port}"
+
+    def start(self) -> None:
+        stack.up(self.settings, deadline_s=180)
+        apply_topics(self.settings)
+        (self.settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
+        opts = DemoOptions(stream_id=STREAM, source="testsrc:640x360@30", latency="low", encoders=2,
+                           ladder=LADDER, edge=False, dvr_window_s=900)
+        register_stream(self.settings, opts)
+        for spec in plan_children(self.settings, opts):
+            if spec.name == "ingest":
+                spec = ChildSpec("ingest-primary", [*spec.argv, "--ingest-id", "primary"], spec.env)
+                backup = ChildSpec("ingest-backup", [*spec.argv[:-1], "backup"], spec.env)
+                self.specs[backup.name] = backup
+            self.specs[spec.name] = spec
+        for name in self.specs:
+            self.launch(name)
+
+    def launch(self, name: str) -> None:
+        self.procs[name] = self.sup.start(self.specs[name])
+
+    def kill9(self, name: str) -> None:
+        proc = self.procs[name]
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def log_tail(self, name: str, n: int = 30) -> str:
+        path = self.tmp / "logs" / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        self.sup.stop_all(grace=10)
+        stack.down(self.settings)
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.store_root)], capture_output=True)
+
+    def wait_api(self, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                if httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"api not healthy within {timeout}s:\n{self.log_tail('api')}")
