@@ -32,12 +32,15 @@ class ReorderBuffer(Generic[T]):
         if self.next_msn is None:
             self.next_msn = msn
         if msn < self.next_msn:
-            return [Released(msn, item, late=True)]
+            ready = self._drain(now) if self.next_msn in self.pending else []
+            return [Released(msn, item, late=True)] + ready
         self.pending[msn] = item
         return self._drain(now)
 
     def expire(self, now: float) -> list[Released[T]]:
         """Publish the missing numbers as gaps once the oldest waiter is past the deadline."""
+        if self.next_msn is not None and self.next_msn in self.pending:  # put back after a failed write
+            return self._drain(now)
         if not self.pending or self.waiting_since is None or now - self.waiting_since < self.deadline_s:
             return []
         assert self.next_msn is not None

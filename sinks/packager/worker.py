@@ -187,7 +187,7 @@ class PackagerWorker:
                 self.consumed[part] = off + 1
                 return
             try:
-                pkg = self.packager_for(sid)
+                pkg = self._retry_store(lambda: self.packager_for(sid), sid)
                 self.partition_of[sid] = part
                 self._retry_store(lambda: pkg.add(rec, now, part, off), sid)
             except (BadSegment, ValueError) as exc:
@@ -220,9 +220,9 @@ class PackagerWorker:
         for sid, pkg in list(self.streams.items()):
             gaps0 = pkg.stats["gaps"]
             late0 = pkg.stats["late_fills"]
-            pkg.tick(now)
             t0 = time.perf_counter()
             try:
+                self._retry_store(lambda p=pkg: p.tick(now), sid)  # type: ignore[misc]
                 written = self._retry_store(pkg.flush, sid)
             except StoreError:
                 return

@@ -249,3 +249,28 @@ def test_checkpoint_in_chunks_restores_and_forgets_expired(tmp_path) -> None:
     assert not store.exists("packager/live/s1/720p/0.json")  # every segment of chunk 0 left the window
     p3, _, _ = pkg(tmp_path, dvr_window_s=100)
     assert sorted(p3.state.tracks["720p"].segments) == list(range(320, 420))
+
+
+def test_store_failure_mid_release_loses_nothing(tmp_path) -> None:
+    """A write failing while held segments are released puts them back; the retried add completes all."""
+    from floodlight.objectstore import StoreError
+
+    p, store, _ = pkg(tmp_path)
+    real_put = store.put
+    fail = {"key": "live/s1/720p/2.m4s"}
+
+    def flaky(key: str, data: bytes, **kw: Any) -> str:
+        if key == fail.get("key"):
+            fail.clear()
+            raise StoreError("disk full")
+        return real_put(key, data, **kw)
+
+    store.put = flaky  # type: ignore[method-assign]
+    for g in (0, 2, 3):
+        p.add(seg(g), now=0)
+    with pytest.raises(StoreError):
+        p.add(seg(1), now=0)  # releases 1, 2, 3: writing 2 fails
+    p.add(seg(1), now=0)  # the sink retries the same record
+    p.flush(T0)
+    assert [s.uri for s in playlist_of(store).segments] == ["0.m4s", "1.m4s", "2.m4s", "3.m4s"]
+    assert all(store.get(f"live/s1/720p/{m}.m4s").data == seg(m)["data"] for m in range(4))
