@@ -42,7 +42,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     trunc.write_bytes(ts.read_bytes()[: int(ts.stat().st_size * 0.6)])
     irregular = make(d / "irregular.mp4", "320x240", 4, "-force_key_frames", "0,1,1.5,3", "-sc_threshold", "0",
                      "-x264-params", "keyint=300:min-keyint=300")
-    return {"ts": ts, "switch": switch, "trunc": trunc, "irregular": irregular}
+    open_gop = make(d / "open.ts", "320x240", 4, "-preset", "veryfast", "-bf", "3", "-x264-params",
+                    "open-gop=1:keyint=30:min-keyint=30:scenecut=0", "-f", "mpegts")
+    return {"ts": ts, "switch": switch, "trunc": trunc, "irregular": irregular, "open": open_gop}
 
 
 def run_to_end(settings: Settings, cfg: AgentConfig) -> tuple[int, IngestAgent]:
@@ -125,3 +127,13 @@ def test_normalize_turns_irregular_gops_into_fixed_ones(isolated: Settings, medi
         assert rep.frames == 30 and rep.first_is_key  # cut at every 1 s, never at the forced 1.5 s keyframe
         assert g["pts_start"] % 90000 == 0 or g is got[0]
         assert g["audio"]["sample_rate"] == 48000 and g["audio_packets"]
+
+
+def test_open_gops_are_refused_by_name_and_normalize_fixes_them(isolated: Settings, media: dict[str, Path]):
+    code, agent = run_to_end(isolated, AgentConfig("bad-open", f"file:{media['open']}", use_registry=False,
+                                                   status_interval=0))
+    assert code == EXIT_REFUSED
+    assert "not an IDR" in agent.refusals[-1] or "open GOP" in agent.refusals[-1]
+    code, agent = run_to_end(isolated, AgentConfig("norm-open", f"file:{media['open']}", normalize=True,
+                                                   gop_seconds=1.0, use_registry=False, status_interval=0))
+    assert code == EXIT_OK and agent.stats.published >= 4

@@ -74,8 +74,15 @@ def test_rtmp_push_is_chunked_and_a_wrong_key_is_refused(isolated: Settings, fee
         good = push(["-re", "-i", str(feed_file), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"])
         assert agent._gate.accepted == 1, good.stderr
         wait_until(lambda: agent.stats.published >= 6, 20, what="6 GOPs from the RTMP push")
-    got = consume(isolated, 6, timeout=20)
+        # the pusher reconnects: its timestamps restart at 0 -> a new epoch, identities keep counting up
+        push(["-re", "-i", str(feed_file), "-t", "3", "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"])
+        wait_until(lambda: agent.stats.published >= 9, 20, what="GOPs after the reconnect")
+    got = consume(isolated, agent.stats.published, timeout=20)
     gops = sorted((g for _, g in got), key=lambda g: g["gop_index"])
+    again = [g for g in gops if g["epoch"] == 1]
+    assert len(again) == 3 and again[0]["gop_index"] == gops[0]["gop_index"] + 6
+    assert again[0]["pts_start"] < gops[5]["pts_start"]  # the pusher's timeline restarted
+    gops = [g for g in gops if g["epoch"] == 0]
     assert [g["gop_index"] for g in gops] == list(range(gops[0]["gop_index"], gops[0]["gop_index"] + 6))
     assert (gops[0]["time_base_num"], gops[0]["time_base_den"]) == (1, 1000)  # FLV timeline
     assert gops[0]["video"]["extradata"][:1] == b"\x01"  # avcC from FLV travels with every GOP
@@ -122,3 +129,14 @@ def test_primary_and_backup_reading_the_same_file_produce_identical_identities(i
         by_agent[g["ingest_id"]][g["gop_index"]] = (part, g["pts_start"], g["duration"])
     assert len(by_agent["primary"]) == 6
     assert by_agent["primary"] == by_agent["backup"]  # same identities, same partitions, same timeline
+
+
+def test_file_loop_keeps_timestamps_continuous(isolated: Settings, feed_file: Path):
+    cfg = AgentConfig("loop-t", f"file:{feed_file}?loop=1", duration=9, use_registry=False, status_interval=0)
+    agent = IngestAgent(isolated, cfg)
+    assert agent.run() == 0
+    got = sorted((g for _, g in consume(isolated, 9, timeout=20)), key=lambda g: g["gop_index"])
+    assert [g["gop_index"] for g in got] == list(range(got[0]["gop_index"], got[0]["gop_index"] + 9))
+    for a, b in zip(got, got[1:], strict=False):
+        assert a["pts_start"] + a["duration"] == b["pts_start"]  # across the loop point too
+    assert {g["epoch"] for g in got} == {0}
