@@ -48,6 +48,9 @@ class RungTiming:
 
     seconds: dict[str, float] = field(default_factory=dict)
     decode_seconds: float = 0.0
+    # Set once the source GOP is fully decoded (its encoders may still be busy): a caller can start
+    # decoding the next GOP then, overlapping this GOP's encode tail with the next one's start.
+    decoded: threading.Event = field(default_factory=threading.Event)
 
 
 class _Sink:
@@ -266,6 +269,8 @@ def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset:
     except TranscodeError as exc:
         decode_error = exc
     finally:
+        if timing is not None:
+            timing.decoded.set()
         for enc in encoders:
             enc.queue.put(_DONE)
         for enc in encoders:
@@ -371,6 +376,16 @@ def transcode_gop(gop: dict[str, Any], ladder: list[dict[str, Any]], *, preset: 
     `renditions` limits the output to those names ('audio' included); None means all.
     Raises TranscodeError (with error_class) for a GOP that cannot be decoded or encoded.
     """
+    try:
+        return _transcode_gop(gop, ladder, preset=preset, part_seconds=part_seconds, renditions=renditions,
+                              x264_threads=x264_threads, timing=timing)
+    finally:
+        if timing is not None:
+            timing.decoded.set()
+
+
+def _transcode_gop(gop: dict[str, Any], ladder: list[dict[str, Any]], *, preset: str, part_seconds: float,
+                   renditions: set[str] | None, x264_threads: int, timing: RungTiming | None) -> list[dict[str, Any]]:
     _validate(gop)
     if not gop.get("is_last_chunk", True) or gop.get("chunk_index", 0) != 0:
         raise TranscodeError("sub-GOP chunks are not supported yet (need a whole GOP)", "invalid")

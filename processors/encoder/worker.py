@@ -51,7 +51,7 @@ def parse_renditions(value: str | None) -> set[str] | None:
     return names
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One GOP message taken from a partition, from poll to commit."""
 
@@ -89,7 +89,7 @@ class EncoderWorker:
         self.in_flight: dict[tuple[str, int], Job] = {}  # identity -> job being transcoded/published
         self.completed: queue.Queue[Job] = queue.Queue()
         self.unknown_streams: set[str] = set()
-        self.transcoding = 0  # futures submitted and not yet handled
+        self.active_jobs: list[Job] = []  # submitted to the pool, result not yet handled
         self.pool = ThreadPoolExecutor(self.concurrent_gops, thread_name_prefix="gop")
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -131,14 +131,20 @@ class EncoderWorker:
     def _step(self) -> None:
         # Capacity counts GOPs being transcoded, not GOPs waiting for acks: the next GOP starts while
         # the previous one's segments are still on their way to the broker.
-        self._handle_completed(timeout=0 if self.transcoding < self.concurrent_gops else 0.05)
+        self._handle_completed(timeout=0 if self._can_take() else 0.02)
         self.producer.poll(0)
         self._commit_ready()
-        if self.transcoding < self.concurrent_gops:
+        if self._can_take():
             msg = self.consumer.poll(0.05)
             if msg is not None:
                 self._take(msg)
         self._report_lag()
+
+    def _can_take(self) -> bool:
+        """Room for another GOP: fewer than concurrent_gops transcoding, and each of them fully decoded
+        (GOPs overlap only in their encode tails, so a live GOP is never slowed by a whole other GOP)."""
+        return len(self.active_jobs) < self.concurrent_gops and all(
+            j.timing.decoded.is_set() for j in self.active_jobs)
 
     def _drain(self, deadline_s: float) -> None:
         """Finish what was taken (shutdown or revoke): publish, wait for acks, commit."""
@@ -221,7 +227,7 @@ class EncoderWorker:
         ladder = ladder_of(record) if record else DEFAULT_LADDER
         preset, part_seconds = preset_for(record), part_seconds_for(record)
         job.started = time.perf_counter()
-        self.transcoding += 1
+        self.active_jobs.append(job)
         job.future = self.pool.submit(transcode_gop, job.gop, ladder, preset=preset, part_seconds=part_seconds,
                                       renditions=self.renditions, x264_threads=self.x264_threads,
                                       timing=job.timing)
@@ -252,7 +258,7 @@ class EncoderWorker:
 
     def _publish(self, job: Job) -> None:
         assert job.future is not None and job.gop is not None
-        self.transcoding -= 1
+        self.active_jobs.remove(job)
         stream_id, gop_index = job.identity
         try:
             records = job.future.result()
