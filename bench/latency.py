@@ -128,7 +128,8 @@ def read_topic(settings: Settings, short: str, schema: str, stream_id: str) -> l
     return out
 
 
-def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: str, encoders: int) -> dict[str, Any]:
+def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: str, encoders: int,
+             query: str = "") -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fl-bench-latency-"))
     base = broker.model_copy(update={
         "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "stack_dir": tmp / "stack",
@@ -154,7 +155,7 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             time.sleep(0.5)
         print(f"[{mode}] pipeline up, playing for {WARMUP_S:.0f} s warm-up + {seconds:.0f} s", flush=True)
         res = run_browser([
-            {"op": "goto", "url": f"{url}/watch/demo"},
+            {"op": "goto", "url": f"{url}/watch/demo{'?' + query if query else ''}"},
             {"op": "wait", "name": "playing", "expr": "window.floodlight.state === 'playing'", "timeout_s": 60},
             {"op": "hold", "s": WARMUP_S},
             {"op": "eval", "name": "mark", "expr": "window.__mark = Date.now()"},
@@ -171,6 +172,8 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
         if dvr.status_code != 200:
             dvr = httpx.get(f"{url}/live/demo/{rendition}/playlist.m3u8", timeout=10)
         pdt = playlist_pdt(dvr.text)
+        live = httpx.get(f"{url}/live/demo/{rendition}/playlist.m3u8", timeout=10).text
+        control = next((ln for ln in live.splitlines() if ln.startswith("#EXT-X-SERVER-CONTROL")), "")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
@@ -198,7 +201,8 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
     stages = stage_breakdown(segments, written, {v: k for k, v in pdt.items()}, loads, p50)
     return {"mode": mode, "rendition": rendition, "samples": len(g2g), "p50_ms": p50, "p95_ms": p95,
             "max_ms": max(g2g) if g2g else float("nan"), "stalls": data["stalls"], "errors": data["errors"],
-            "stages_ms": stages, "target_p95_ms": TARGET_P95_MS[mode], "anchor_gop_ms": GOP_S[mode] * 1000}
+            "stages_ms": stages, "server_control": control, "target_p95_ms": TARGET_P95_MS[mode],
+            "anchor_gop_ms": GOP_S[mode] * 1000}
 
 
 def _delete_topics(s: Settings) -> None:
@@ -221,7 +225,7 @@ def report(r: dict[str, Any]) -> str:
              f"(target p95 < {r['target_p95_ms'] / 1000:.0f} s: {ok})"
              f"  samples {r['samples']}  stalls {r['stalls']}  rendition {r['rendition']}",
              f"          ratio p50 / anchor (one GOP, {r['anchor_gop_ms'] / 1000:.0f} s) = "
-             f"{r['p50_ms'] / r['anchor_gop_ms']:.2f}x"]
+             f"{r['p50_ms'] / r['anchor_gop_ms']:.2f}x   {r['server_control']}"]
     st = r["stages_ms"]
     total = r["p50_ms"] or 1
     lines.append("          " + "  ".join(f"{k} {st[k] / 1000:.2f} s ({100 * st[k] / total:.0f}%)" for k in STAGES)
@@ -236,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="testsrc:1920x1080@30")
     ap.add_argument("--ladder", default="default")
     ap.add_argument("--encoders", type=int, default=2)
+    ap.add_argument("--query", default="", help="player page query, e.g. target_latency=2")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     a = ap.parse_args(argv)
     from floodlight.kafka import wait_for_broker
@@ -246,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in a.modes.split(","):
         if mode not in TARGET_P95_MS:
             ap.error(f"unknown mode {mode}")
-        results.append(run_mode(broker, mode, a.seconds, a.source, a.ladder, a.encoders))
+        results.append(run_mode(broker, mode, a.seconds, a.source, a.ladder, a.encoders, a.query))
         print(report(results[-1]), flush=True)
     print(f"\nsource {a.source}, ladder {a.ladder}, {a.encoders} encoders, {a.seconds:.0f} s per mode")
     for r in results:

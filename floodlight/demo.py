@@ -312,6 +312,16 @@ class StatusCollector:
             if rec.get("latency_ms"):
                 self.latency_ms = rec["latency_ms"]
 
+    def _explain_dead(self) -> None:
+        """Name each child that exited and show the end of its log."""
+        from rich.markup import escape
+
+        for name, rc in self.sup.dead():
+            log = self.sup.log_dir / f"{name}.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
+            self.console.print(f"[red]{name} exited with {rc}[/] ({log}):", *[escape(f"  {ln[:300]}") for ln in tail],
+                               sep="\n", markup=True, highlight=False)
+
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         with self._lock:
@@ -465,8 +475,11 @@ class Demo:
             self.start()
             alive = lambda: not self.sup.dead() and not self.stop_event.is_set()  # noqa: E731
             if not wait_http(f"{self.urls['api']}/healthz", 60, alive):
-                c.print("[red]the api did not come up[/]")
-                return self._finish(failed=True)
+                if not self.stop_event.is_set():
+                    c.print("[red]the pipeline did not come up[/]" if self.sup.dead()
+                            else "[red]the api did not answer /healthz within 60 s[/]")
+                    self._explain_dead()
+                return self._finish(failed=not self.stop_event.is_set())
             c.print(f"[bold green]player[/] {self.urls['player']}\n[bold]HLS[/] {self.urls['hls']}\n"
                     f"[bold]DASH[/] {self.urls['dash']}\nlogs: {self.sup.log_dir}")
             end = time.monotonic() + self.opts.duration if self.opts.duration else None
@@ -479,7 +492,7 @@ class Demo:
                         break
                     dead = self.sup.dead()
                     if dead:
-                        c.print(f"[red]child exited unexpectedly:[/] {dead} (see {self.sup.log_dir})")
+                        self._explain_dead()
                         return self._finish(failed=True)
                     snap = self.snapshot()
                     if interactive:
@@ -494,6 +507,16 @@ class Demo:
         except Exception as exc:
             c.print(f"[red]demo failed:[/] {exc}")
             return self._finish(failed=True)
+
+    def _explain_dead(self) -> None:
+        """Name each child that exited and show the end of its log."""
+        from rich.markup import escape
+
+        for name, rc in self.sup.dead():
+            log = self.sup.log_dir / f"{name}.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
+            self.console.print(f"[red]{name} exited with {rc}[/] ({log}):", *[escape(f"  {ln[:300]}") for ln in tail],
+                               sep="\n", markup=True, highlight=False)
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.collector.snapshot() if self.collector else {}

@@ -168,7 +168,14 @@
 
   function startHls(src) {
     if (!window.Hls || !Hls.isSupported()) { reportError('hls_unsupported', 'MSE is not available'); return null; }
-    const hls = new Hls({ lowLatencyMode: true, backBufferLength: 90, liveDurationInfinity: true, enableWorker: true });
+    const cfg = {
+      lowLatencyMode: true, backBufferLength: 90, liveDurationInfinity: true, enableWorker: true,
+      // drift back to the target latency (the playlist's PART-HOLD-BACK / HOLD-BACK) by playing slightly faster
+      maxLiveSyncPlaybackRate: 1.1,
+    };
+    const target = Number(params.get('target_latency'));
+    if (target > 0) cfg.liveSyncDuration = target; // seconds behind the live edge, overriding the playlist
+    const hls = new Hls(cfg);
     fl.engine = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
       fl.levels = data.levels.map((l, i) => ({
