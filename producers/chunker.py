@@ -231,6 +231,14 @@ class GopChunker:
             self._waiting.append(cur)
             self._current = None
 
+    def _end_before(self, g: _OpenGop, next_key: int) -> int:
+        """End of a GOP closed by the keyframe at `next_key`: that keyframe, unless frames are missing
+        in between (a gap of lost or skipped GOPs), in which case the GOP ends with its last frame."""
+        last = max(g.packets, key=lambda p: p.pts)
+        own_end = last.pts + (last.duration or self.frame_ticks or 1)
+        gap_limit = 1.5 * (self.frame_ticks or last.duration or 1)
+        return own_end if next_key - own_end > gap_limit else next_key
+
     def _jump(self, pts: int, last: int) -> str | None:
         if pts < last - self.back_tolerance:
             return f"timestamps went back by {last - pts} ticks"
@@ -261,8 +269,8 @@ class GopChunker:
                               "use --normalize")
         if p.keyframe:
             if self._current is not None:
-                self._current.end = pts
-                self.indexer.learn(pts - self._current.start, len(self._current.packets))
+                self._current.end = self._end_before(self._current, pts)
+                self.indexer.learn(self._current.end - self._current.start, len(self._current.packets))
                 if self.check_regular:
                     self._check_regular(self._current)
                 self._waiting.append(self._current)

@@ -146,7 +146,7 @@ class TestPatternSource:
         f = self.feed
         first = f.first_gop_at(_now_ms())
         end_pts = None if gops is None else f.frame_pts(first + gops, 0)
-        for pts, pkts in f.packets(first, gops):
+        for pts, pkts in f.packets(first, gops, live=True):
             # pace: a frame is "captured" at its own timestamp
             delay = pts / TICKS - time.time()
             if delay > 0 and self.stop.wait(delay):

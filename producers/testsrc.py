@@ -12,6 +12,7 @@ the ladder's downscale, for glass-to-glass measurements.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -70,6 +71,7 @@ class TestSpec:
         return self.frames_per_gop * self.frame_ticks
 
 
+log = logging.getLogger("producers.testsrc")
 _SOURCE_RE = re.compile(r"^testsrc(?::(\d+)x(\d+)(?:@(\d+))?)?$")
 
 
@@ -224,6 +226,7 @@ class TestPatternFeed:
         self.aenc = AacEncoder(sample_rate)
         self.sample_rate = sample_rate
         self._next_sample: int | None = None
+        self.skipped_gops = 0
 
     def first_gop_at(self, start_ms: int) -> int:
         """Index of the first GOP starting at or after `start_ms` (the feed starts on a boundary)."""
@@ -273,12 +276,28 @@ class TestPatternFeed:
         return GopChunker(stream_id, ingest_id, self.venc.params(), self.aenc.params(), Fraction(1, TICKS),
                           Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, grid=True, on_event=on_event)
 
-    def packets(self, first_gop: int, gops: int | None) -> Iterator[tuple[int, list]]:
-        """Yield (pts of the frame, packets) frame by frame, audio kept ~2 AAC frames ahead of video."""
+    def packets(self, first_gop: int, gops: int | None, live: bool = False) -> Iterator[tuple[int, list]]:
+        """Yield (pts of the frame, packets) frame by frame, audio kept ~2 AAC frames ahead of video.
+
+        `live`: like a camera, never fall behind the wall clock. When the CPU cannot keep up and a
+        whole GOP is already in the past, skip to the current one (a gap in gop_index, logged).
+        """
         g = first_gop
         lead = 2 * self.aenc.frame_size * TICKS // self.sample_rate + 1
         self.audio_until(self.frame_pts(g, 0))
         while gops is None or g < first_gop + gops:
+            if live:
+                now_gop = int(time.time() * TICKS) // self.spec.gop_ticks
+                if now_gop > g:
+                    end = now_gop if gops is None else min(now_gop, first_gop + gops)
+                    log.warning("testsrc behind real time: skipped GOPs", extra={"from": g, "to": end,
+                                                                                "skipped": end - g})
+                    self.skipped_gops += end - g
+                    g = end
+                    if gops is not None and g >= first_gop + gops:
+                        return
+                    self._next_sample = None  # audio restarts with the video, on its grid
+                    self.audio_until(self.frame_pts(g, 0))
             for i in range(self.spec.frames_per_gop):
                 pts = self.frame_pts(g, i)
                 pk = self.video_frame(g, i)

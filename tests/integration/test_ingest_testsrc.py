@@ -144,3 +144,15 @@ def test_unregistered_stream_is_refused_with_a_clear_message(isolated: Settings)
     res = subprocess.run(cmd, env=agent_env(isolated), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "is not registered" in res.stderr and "--no-registry" in res.stderr
+
+
+def test_live_testsrc_skips_ahead_instead_of_falling_behind():
+    """A camera does not slow down: a feed whose GOP is already in the past jumps to the current one."""
+    import time
+
+    from producers.testsrc import TestPatternFeed, TestSpec
+
+    feed = TestPatternFeed(TestSpec(128, 72, 30, 1.0))
+    now_gop = int(time.time())  # 1 s GOPs: gop_index == Unix second
+    first_pts, _ = next(feed.packets(now_gop - 30, None, live=True))
+    assert first_pts // 90000 >= now_gop and feed.skipped_gops >= 30

@@ -147,6 +147,7 @@ def test_jump_back_opens_a_new_epoch_and_continues_the_index():
 def test_small_forward_gap_keeps_pts_indices():
     gops = run(make(), feed(0, 120, with_audio=False) + feed(240, 120, with_audio=False))
     assert [g["gop_index"] for g in gops] == [0, 1, 4, 5]
+    assert [g["duration"] for g in gops] == [180000] * 4  # the GOP before the gap ends with its last frame
     assert {g["epoch"] for g in gops} == {0}
 
 
