@@ -33,6 +33,8 @@ def encoder(
         raise typer.BadParameter(str(exc)) from None
     if threads is not None and threads < 0:
         raise typer.BadParameter("--threads must be >= 0")
+    if concurrent_gops is not None and concurrent_gops < 1:
+        raise typer.BadParameter("--concurrent-gops must be >= 1")
     serve_metrics("encoder", settings.metrics_port)
     worker = EncoderWorker(settings, group=group, renditions=wanted, x264_threads=threads,
                            concurrent_gops=concurrent_gops)

@@ -95,6 +95,8 @@ class EncoderWorker:
         self.producer: Producer | None = None
         self._assigned: set[int] = set()
         self._last_lag = 0.0
+        self._last_progress = time.monotonic()
+        self._progress_encoded = 0
         self.stats = {"encoded": 0, "duplicate": 0, "dead_lettered": 0}
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -374,6 +376,12 @@ class EncoderWorker:
 
     def _report_lag(self) -> None:
         now = time.monotonic()
+        if now - self._last_progress >= 30:
+            encoded = self.stats["encoded"]
+            rate = (encoded - self._progress_encoded) / (now - self._last_progress)
+            self._last_progress, self._progress_encoded = now, encoded
+            log.info("progress", extra={**self.stats, "gops_per_s": round(rate, 2),
+                                        "partitions": sorted(self._assigned), "in_flight": len(self.in_flight)})
         if now - self._last_lag < 5 or not self._assigned:
             return
         self._last_lag = now
