@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -123,6 +124,11 @@ def run_group(settings: Settings, gops: list[dict], preset: str, concurrent_gops
     return {"busy_s": (last_done - first_start) / 1000, "wall_s": wall, "gop_s": gop_s}
 
 
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -150,9 +156,16 @@ def main() -> None:
             src = Path(tmp) / "source.h264"
             write_elementary_stream(gops, src)
             for preset in args.presets.split(","):
+                load = os.getloadavg()[0]
+                c0 = children_cpu()
                 ff = run_ffmpeg(src, Path(tmp), preset)
+                c1 = children_cpu()
                 ours = run_group(settings, gops, preset, concurrent, args.members)
+                c2 = children_cpu()
                 ff_fps, our_fps = frames / ff, frames / ours["busy_s"]
+                print(f"[{preset}] load average before the pair: {load:.1f} (2 cores; > 2 means others compete)")
+                print(f"[{preset}] CPU per frame: ffmpeg {(c1 - c0) / frames * 1000:.1f} ms, encoder processes "
+                      f"{(c2 - c1) / frames * 1000:.1f} ms (incl. Kafka, Avro, start-up)")
                 print(f"[{preset}] ffmpeg (one command, 4 rungs): {ff:.1f} s = {ff_fps:.1f} fps")
                 print(f"[{preset}] encoder group ({args.members} member(s), {concurrent} GOP(s) at once, Kafka in "
                       f"the loop): {ours['busy_s']:.1f} s first GOP taken -> last segment out = {our_fps:.1f} fps "
