@@ -198,7 +198,9 @@ class IngestAgent:
             return exc.code
         self.publisher = GopPublisher(self.settings, buffer_seconds=self.cfg.buffer_seconds,
                                       on_published=self.stats.published_one,
-                                      on_dropped=self.stats.dropped_one).start()
+                                      on_dropped=self.stats.dropped_one,
+                                      on_dead_letter=lambda gop, reason: self.stats.bad_input("dead_lettered")
+                                      ).start()
         status = StatusPrinter(self.stats, self.publisher, self.out, self.cfg.status_interval)
         if self.cfg.status_interval > 0:
             status.start()

@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from floodlight.kafka import make_producer
+from floodlight.kafka import MAX_MESSAGE_BYTES, dead_letter, make_producer
 from floodlight.partitioner import gop_partition
 from floodlight.settings import Settings
 from schemas import codec
@@ -99,6 +99,7 @@ class GopPublisher:
     def __init__(self, settings: Settings, buffer_seconds: float | None = None, max_in_flight: int = 4,
                  on_published: Callable[[dict[str, Any], float], None] | None = None,
                  on_dropped: Callable[[dict[str, Any]], None] | None = None,
+                 on_dead_letter: Callable[[dict[str, Any], str], None] | None = None,
                  producer: Producer | None = None) -> None:
         self.settings = settings
         self.buffer_seconds = settings.ingest_buffer_seconds if buffer_seconds is None else buffer_seconds
@@ -108,6 +109,8 @@ class GopPublisher:
         self.topic = settings.topic("gops")
         self.on_published = on_published or (lambda gop, latency: None)
         self.on_dropped = on_dropped or (lambda gop: None)
+        self.on_dead_letter = on_dead_letter or (lambda gop, reason: None)
+        self.dead_lettered = 0
         self._queue: deque[dict[str, Any]] = deque()
         self._cv = threading.Condition()
         self._in_flight = 0
@@ -193,12 +196,19 @@ class GopPublisher:
         handed = time.monotonic()
         value = frame_gop(gop)
         part = gop_partition(gop["stream_id"], gop["gop_index"], self._partitions)
+        if len(value) > MAX_MESSAGE_BYTES - 4096:
+            self._dead_letter(gop, None, f"GOP of {len(value)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte message "
+                                         "limit; lower the contribution bitrate or the GOP length", "oversized")
+            return
 
         def cb(err: KafkaError | None, msg: Message) -> None:
+            if err is not None and not err.retriable():
+                self._dead_letter(gop, value, f"publish failed: {err}", "publish")
+                return
             with self._cv:
                 self._in_flight -= 1
                 if err is not None:
-                    # only fatal errors reach here (message.timeout.ms=0): requeue at the front, keep order
+                    # retriable errors normally stay inside librdkafka (message.timeout.ms=0): requeue, keep order
                     self.errors += 1
                     self._queue.appendleft(gop)
                     log.error("publish failed, will retry", extra={
@@ -216,3 +226,23 @@ class GopPublisher:
                 return
             except BufferError:
                 self.producer.poll(0.1)
+            except KafkaException as exc:  # refused locally (size, config): never retried
+                self._dead_letter(gop, value, f"publish refused: {exc}", "publish")
+                return
+
+    def _dead_letter(self, gop: dict[str, Any], value: bytes | None, reason: str, error_class: str) -> None:
+        """A GOP Kafka will never take: record it on the dlq (bytes too, when they fit) and go on."""
+        log.error("GOP dead-lettered: %s", reason, extra={"stream_id": gop["stream_id"],
+                                                         "gop_index": gop["gop_index"]})
+        try:
+            fits = value is not None and len(value) < MAX_MESSAGE_BYTES - 4096
+            dead_letter(self.producer, self.settings, None, reason=reason, error_class=error_class, stage="ingest",
+                        stream_id=gop["stream_id"], gop_index=gop["gop_index"], key=gop["stream_id"].encode(),
+                        value=value if fits else None)
+        except Exception as exc:  # noqa: BLE001 - the dlq is best effort; the stream goes on
+            log.error("dead letter failed", extra={"stream_id": gop["stream_id"], "error": str(exc)})
+        with self._cv:
+            self._in_flight -= 1
+            self.dead_lettered += 1
+            self._cv.notify_all()
+        self.on_dead_letter(gop, reason)

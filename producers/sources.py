@@ -384,7 +384,13 @@ class SrtRelay:
         backoff = 0.2
         while not self.stop.is_set():
             started = time.monotonic()
-            self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            except OSError as exc:  # no ffmpeg with libsrt on this host: say so, keep trying slowly
+                log.error("cannot start the SRT relay", extra={"binary": self.binary, "reason": str(exc)})
+                if self.stop.wait(10):
+                    return
+                continue
             while self.proc.poll() is None:
                 if self.stop.wait(0.2):
                     self.proc.terminate()

@@ -103,9 +103,11 @@ class PatternRenderer:
     def render(self, frame_no: int, wallclock_ms: int) -> np.ndarray:
         w, h = self.w, self.h
         buf = np.empty((h * 3 // 2, w), np.uint8)
+        flat = buf.reshape(-1)
         y = buf[:h]
-        u = buf[h: h + h // 4].reshape(h // 2, w // 2)
-        v = buf[h + h // 4:].reshape(h // 2, w // 2)
+        cs = (h // 2) * (w // 2)
+        u = flat[h * w: h * w + cs].reshape(h // 2, w // 2)
+        v = flat[h * w + cs: h * w + 2 * cs].reshape(h // 2, w // 2)
         shift = (frame_no * 4) % w
         y[:] = self.bar_y[shift: shift + w]
         u[:] = self.bar_u[shift // 2: shift // 2 + w // 2]
