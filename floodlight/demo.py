@@ -76,12 +76,14 @@ def parse_ladder(text: str) -> list[dict[str, Any]] | None:
     return rungs
 
 
-def demo_settings(base: Settings) -> Settings:
-    """The demo's own namespace: topics under `<prefix>demo.`, data under `<stack>/demo`."""
+def demo_settings(base: Settings, edge: bool = True) -> Settings:
+    """The demo's own namespace: topics under `<prefix>demo.`, data under `<stack>/demo`; without the
+    edge, players are sent to the api directly."""
     stack = base.stack_dir / "demo"
     prefix = base.topic_prefix + "demo."
     return base.model_copy(update={
         "stack_dir": stack,
+        "public_base_url": base.public_base_url or ("" if edge else f"http://127.0.0.1:{base.api_port}"),
         "topic_prefix": prefix,
         "store_url": base.store_url or (stack / "store").as_uri(),
         "clickhouse_dsn": base.clickhouse_dsn or f"chdb://{stack / 'chdb'}",
@@ -296,12 +298,14 @@ class StatusCollector:
         if rec["stream_id"] != self.stream_id or rec["rendition"] in ("master", "mpd"):
             return
         with self._lock:
-            r = self.renditions.setdefault(rec["rendition"], {"done": set(), "msn": -1, "part": -1})
-            if rec["part"] == -1:
-                r["done"].add(rec["msn"])
-            elif rec["msn"] > 0:
-                r["done"].add(rec["msn"] - 1)  # a part of n listed means n-1 is complete
-            if (rec["msn"], rec["part"]) >= (r["msn"], r["part"]) or rec["msn"] > r["msn"]:
+            r = self.renditions.setdefault(rec["rendition"], {"first": rec["msn"], "complete": None,
+                                                              "msn": -1, "part": -1})
+            # updates are coalesced per write batch: count from the newest complete msn, not per update
+            complete = rec["msn"] if rec["part"] == -1 else rec["msn"] - 1
+            r["first"] = min(r["first"], rec["msn"])
+            if complete >= r["first"] and (r["complete"] is None or complete > r["complete"]):
+                r["complete"] = complete
+            if (rec["msn"], rec["part"]) > (r["msn"], r["part"]):
                 r["msn"], r["part"] = rec["msn"], rec["part"]
 
     def on_beacon(self, rec: dict[str, Any]) -> None:
@@ -332,7 +336,8 @@ class StatusCollector:
             return {
                 "uptime_s": now - self._started, "gops": self.gops, "gops_per_s": rate, "lag": dict(self.lag),
                 "latency_ms": self.latency_ms, "viewers": viewers,
-                "renditions": {k: {"segments": len(v["done"]), "msn": v["msn"], "part": v["part"]}
+                "renditions": {k: {"segments": 0 if v["complete"] is None else v["complete"] - v["first"] + 1,
+                                   "msn": v["msn"], "part": v["part"]}
                                for k, v in self.renditions.items()},
             }
 
@@ -428,7 +433,7 @@ class Demo:
 
         self.base = base
         self.opts = opts
-        self.settings = demo_settings(base)
+        self.settings = demo_settings(base, opts.edge)
         self.console = console or Console()
         self.sup = Supervisor(self.settings.stack_dir / "logs")
         self.stop_event = threading.Event()
