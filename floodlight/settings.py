@@ -108,6 +108,17 @@ class Settings(BaseSettings):
         20000, description="Recent (stream_id, gop_index) identities an encoder remembers to drop duplicates."
     )
 
+    # --- qoe role: Faust QoE app + ClickHouse analytics (issue 7) -----------------------------
+    qoe_host: str = Field("127.0.0.1", description="Address of the qoe app's analytics port (queries, viewers).")
+    qoe_port: int = Field(8077, description="Port of the qoe app's read-only analytics HTTP endpoint.")
+    qoe_url: str = Field("", description="Base URL other roles use to reach the qoe app (default: qoe_host:qoe_port).")
+    qoe_batch_rows: int = Field(5000, description="Beacons per ClickHouse insert (flush when reached).")
+    qoe_batch_seconds: float = Field(1.0, description="Flush a partial beacon batch after this long.")
+    qoe_commit_interval_s: float = Field(1.0, description="How often the qoe app commits offsets of inserted beacons.")
+    qoe_max_past_s: float = Field(86400.0, description="Drop beacons with event_time older than this vs accept time.")
+    qoe_max_future_s: float = Field(300.0, description="Drop beacons with event_time this far ahead of accept time.")
+    qoe_viewer_window_s: float = Field(60.0, description="A session counts as a live viewer this long after a beacon.")
+
     def resolved_store_url(self) -> str:
         return self.store_url or (self.stack_dir / "store").as_uri()
 

@@ -1,0 +1,258 @@
+"""The QoE Faust app: floodlight.qoe beacons -> ClickHouse raw rows + one-minute aggregates, live viewers.
+
+One agent takes the beacon stream in batches (by size or time). A batch is decoded, checked and
+turned into columns in a worker thread, inserted as ONE block (the engine's materialized view
+folds the same block into the AggregatingMergeTree `qoe_minute`, so raw and aggregate never
+disagree and late beacons merge into their minute), and only then acknowledged: Faust commits
+offsets of acknowledged events only. Live viewers are a Faust table ((stream, partition) -> {session: last seen}),
+changelogged to Kafka every few seconds so a restart restores it, counted every 2 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from prometheus_client import Counter as PCounter
+from prometheus_client import Gauge, Histogram
+
+from floodlight import clickhouse
+from floodlight.kafka import dead_letter, make_producer
+from floodlight.registry import RegistryView
+from floodlight.settings import Settings
+from processors.qoe.batch import Batch, advance, already_stored
+from processors.qoe.decode import decode_beacon
+from processors.qoe.validate import Limits, check
+from processors.qoe.viewers import count, group_sightings, merge, prune
+from schemas import codec
+
+log = logging.getLogger("floodlight.qoe")
+
+BEACONS = PCounter("floodlight_qoe_beacons_total", "Beacons handled by outcome.", ["outcome"])
+DROPPED = PCounter("floodlight_qoe_dropped_total", "Beacons dropped, by reason.", ["reason"])
+INSERT_SECONDS = Histogram("floodlight_qoe_insert_seconds", "ClickHouse insert time per batch.")
+BATCH_ROWS = Histogram("floodlight_qoe_batch_rows", "Rows per inserted batch.",
+                       buckets=(10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000))
+INSERT_ERRORS = PCounter("floodlight_qoe_insert_errors_total", "Failed ClickHouse inserts (retried).")
+VIEWERS = Gauge("floodlight_qoe_viewers", "Sessions seen in the viewer window, all streams.")
+PERSIST_EVERY_MS = 5000
+LAG_MS = Gauge("floodlight_qoe_event_lag_ms", "Accept time of the newest inserted beacon, behind now.")
+
+
+@dataclass
+class BatchResult:
+    inserted: int
+    sightings: list[tuple[str, str, int, int]]  # (session_id, stream_id, event_ms, partition)
+
+
+class QoeService:
+    """The state the agent, the timer and the query server share (one per process)."""
+
+    def __init__(self, settings: Settings, registry: RegistryView | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topic("qoe")
+        self.limits = Limits(max_past_ms=int(settings.qoe_max_past_s * 1000),
+                             max_future_ms=int(settings.qoe_max_future_s * 1000))
+        self.registry = registry or RegistryView(settings)
+        self.client = clickhouse.connect(settings)
+        self.db_lock = threading.Lock()  # one chDB session per process: serialise writer and readers
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="qoe-batch")
+        self.dlq = make_producer(settings, **{"linger.ms": 50})
+        self.watermarks: dict[int, int] = {}
+        self.watermarks_stale = True
+        self.viewers: dict[str, int] = {}
+        self.viewers_updated_ms = 0
+        self.last_event_by_partition: dict[int, Any] = {}
+
+    def start(self) -> None:
+        with self.db_lock:
+            applied = clickhouse.migrate(self.client)
+        log.info("clickhouse schema ready", extra={"applied": applied, "version": clickhouse.SCHEMA_VERSION,
+                                                   "embedded": clickhouse.is_embedded(
+                                                       self.settings.resolved_clickhouse_dsn())})
+        self.registry.start()
+        if not self.registry.wait_caught_up(60):
+            raise RuntimeError("stream registry did not catch up within 60 s")
+
+    # --- the batch path (runs in the worker thread) ------------------------------------------
+
+    def process(self, items: list[tuple[bytes | None, bytes | None, int, int, int]]) -> BatchResult:
+        """items: (key, value, partition, offset, accept_ms). Insert what is new and plausible."""
+        if self.watermarks_stale:
+            with self.db_lock:
+                self.watermarks = clickhouse.stored_watermarks(self.client, self.topic)
+            self.watermarks_stale = False
+            log.info("offset watermarks loaded", extra={"watermarks": self.watermarks})
+        batch = Batch(self.topic)
+        reasons: Counter[str] = Counter()
+        sightings = []
+        replayed = 0
+        for key, value, partition, offset, accept_ms in items:
+            batch.see(partition, offset)
+            if already_stored(self.watermarks, partition, offset):
+                replayed += 1
+                continue
+            try:
+                beacon = decode_beacon(value or b"")
+            except codec.CodecError as exc:
+                reasons["undecodable"] += 1
+                dead_letter(self.dlq, self.settings, None, reason=f"undecodable beacon: {exc}",
+                            error_class=type(exc).__name__, stage="qoe", key=key, value=value)
+                continue
+            reason = check(beacon, accept_ms, self._known, self.limits)
+            if reason:
+                reasons[reason] += 1
+                dead_letter(self.dlq, self.settings, None, reason=f"implausible beacon: {reason}",
+                            error_class="implausible", stage="qoe", stream_id=beacon["stream_id"][:100],
+                            key=key, value=value)
+                continue
+            batch.add(beacon, partition, offset)
+            sightings.append((beacon["session_id"], beacon["stream_id"], beacon["event_time"], partition))
+        if reasons:
+            self.dlq.flush(30)
+            for reason, n in reasons.items():
+                DROPPED.labels(reason).inc(n)
+            BEACONS.labels("dropped").inc(sum(reasons.values()))
+            log.warning("beacons dropped", extra={"reasons": dict(reasons), "batch": len(items)})
+        if replayed:
+            BEACONS.labels("already_stored").inc(replayed)
+            log.info("skipped beacons already stored", extra={"count": replayed})
+        if len(batch):
+            self._insert(batch)
+            BEACONS.labels("inserted").inc(len(batch))
+            BATCH_ROWS.observe(len(batch))
+            LAG_MS.set(max(0, time.time() * 1000 - max(i[4] for i in items)))
+        advance(self.watermarks, batch.ranges.items())
+        return BatchResult(len(batch), sightings)
+
+    def _insert(self, batch: Batch) -> None:
+        token = batch.token()
+        delay = 0.5
+        while True:
+            t0 = time.perf_counter()
+            try:
+                with self.db_lock:
+                    clickhouse.insert_raw(self.client, batch.columns, token)
+                INSERT_SECONDS.observe(time.perf_counter() - t0)
+                log.debug("batch inserted", extra={"rows": len(batch), "token": token})
+                return
+            except Exception as exc:  # noqa: BLE001 - retry the same token until it lands
+                INSERT_ERRORS.inc()
+                log.error("clickhouse insert failed, retrying", extra={"rows": len(batch), "token": token,
+                                                                       "error": str(exc)[:500]})
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _known(self, stream_id: str) -> bool:
+        return self.registry.get(stream_id) is not None
+
+    # --- reads (query server threads) ---------------------------------------------------------
+
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.db_lock:
+            return clickhouse.run_read_only(self.client, sql, parameters)
+
+    def viewer_count(self, stream_id: str) -> int:
+        return self.viewers.get(stream_id, 0)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.dlq.flush(10)
+        self.registry.stop()
+
+
+def build_app(settings: Settings, service: QoeService) -> faust.App:
+    """The Faust app; its id (and so its consumer group and changelog topics) follows the topic prefix."""
+    app_id = f"{settings.topic_prefix}qoe"
+    datadir = settings.stack_dir / "faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_replication_factor=1,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1_000_000,  # commits follow the interval (only acked = inserted offsets)
+        broker_commit_interval=settings.qoe_commit_interval_s,
+        stream_buffer_maxsize=max(4096, settings.qoe_batch_rows * 2),
+        broker_max_poll_records=2000,
+        producer_acks=-1,
+        table_cleanup_interval=3600.0,
+        key_serializer="json",  # the sessions table; the beacon topic overrides with raw bytes
+        value_serializer="json",
+    )
+    topic = app.topic(service.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                      value_serializer="raw", internal=False)
+    viewers = app.Table("viewers", default=None, partitions=settings.topic_partitions)
+    window_ms = int(settings.qoe_viewer_window_s * 1000)
+    persisted_ms: dict[str, int] = {}
+
+    def persist(key: str, state: dict[str, int], event: Any, now_ms: int) -> None:
+        """Write a key's state to the changelog, on the partition of `event` (Faust's table contract)."""
+        _current_event.set(weakref.ref(event))
+        try:
+            viewers[key] = state
+        finally:
+            _current_event.set(None)
+        persisted_ms[key] = now_ms
+
+    @app.agent(topic)
+    async def beacons(stream: faust.StreamT) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(settings.qoe_batch_rows, within=settings.qoe_batch_seconds):
+            items = [(e.message.key, e.message.value, e.message.partition, e.message.offset,
+                      int((e.message.timestamp or time.time()) * 1000)) for e in events]
+            by_partition = {e.message.partition: e for e in events}
+            service.last_event_by_partition.update(by_partition)
+            t0 = time.perf_counter()
+            result = await loop.run_in_executor(service.pool, service.process, items)
+            t1 = time.perf_counter()
+            now_ms = int(time.time() * 1000)
+            for key, sightings in group_sightings(result.sightings, now_ms).items():
+                state = viewers.get(key)
+                fresh = state is None
+                if fresh:
+                    state = {}
+                merge(state, sightings)
+                if fresh or now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
+                    prune(state, now_ms - window_ms)
+                    persist(key, state, by_partition[int(key.rsplit("|", 1)[1])], now_ms)
+            log.debug("batch done", extra={"events": len(items), "process_s": round(t1 - t0, 3),
+                                           "table_s": round(time.perf_counter() - t1, 3)})
+            # take_events acknowledges the batch when we ask for the next one: after the insert.
+
+    @app.timer(interval=2.0)
+    async def count_viewers() -> None:
+        now_ms = int(time.time() * 1000)
+        horizon = now_ms - window_ms
+        counts = count(viewers.items(), horizon)
+        service.viewers = counts
+        service.viewers_updated_ms = now_ms
+        VIEWERS.set(sum(counts.values()))
+        for key, state in list(viewers.items()):
+            partition = int(key.rsplit("|", 1)[1])
+            event = service.last_event_by_partition.get(partition)
+            if state and event is not None and now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
+                prune(state, horizon)
+                persist(key, state, event, now_ms)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        service.watermarks_stale = True
+        for tp in revoked:
+            service.last_event_by_partition.pop(tp.partition, None)
+
+    app.qoe_agent = beacons  # keep references for tests/introspection
+    return app
