@@ -115,18 +115,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def prom() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        path = request.url.path
-        kind = path.split("/", 2)[1] if path.count("/") >= 1 else ""
-        metrics.REQUESTS.labels(kind if kind in _KINDS else "other", str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestCounter)
     return app
 
 
-_KINDS = {"live", "vod", "keys", "api", "watch", "healthz", "readyz", "metrics", "edge"}
+_KINDS = {"live", "vod", "keys", "api", "watch", "healthz", "readyz", "metrics", "edge", "player"}
+
+
+class RequestCounter:
+    """Pure ASGI middleware counting responses by path kind and status (cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        parts = scope["path"].split("/", 2)
+        kind = parts[1] if len(parts) > 1 and parts[1] in _KINDS else "other"
+
+        async def counted(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                metrics.REQUESTS.labels(kind, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 def _jsonable(errors: Any) -> Any:
@@ -153,14 +167,32 @@ async def _start(ctx: Context) -> None:
 
     ctx.hub = PlaylistHub(read)
     hub = ctx.hub
+    from floodlight.kafka import make_producer
+
+    ctx.control = make_producer(s, **{"log_level": 3})
+    # a topic created a moment ago can list no partitions yet; the views would then never reach its end
+    await asyncio.to_thread(_wait_for_partitions, ctx.control, [s.topic("streams"), s.topic("manifests")])
     ctx.registry = RegistryView(s).start()
     ctx.follower = ManifestFollower(
         s, lambda rec, received: loop.call_soon_threadsafe(hub.on_update, rec, received)).start()
     ctx.beacons = BeaconSink(s)
-    from floodlight.kafka import make_producer
-
-    ctx.control = make_producer(s, **{"log_level": 3})
     log.info("api started", extra={"store": s.resolved_store_url(), "topic_prefix": s.topic_prefix})
+
+
+def _wait_for_partitions(producer: Any, topics: list[str], deadline_s: float = 15.0) -> None:
+    end = time.monotonic() + deadline_s
+    pending = list(topics)
+    while pending and time.monotonic() < end:
+        try:
+            md = producer.list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - broker not up yet: readiness reports it
+            continue
+        pending = [t for t in pending if t not in md.topics or not md.topics[t].partitions
+                   or md.topics[t].error is not None]
+        if pending:
+            time.sleep(0.1)
+    if pending:
+        log.warning("topics without partitions at start-up", extra={"topics": pending})
 
 
 def _stop(ctx: Context) -> None:

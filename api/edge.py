@@ -74,8 +74,8 @@ server {{
     proxy_set_header X-Original-URI $request_uri;
     proxy_cache fl_authz;
     proxy_cache_key "$fl_subject|$fl_token|{country}";
-    proxy_cache_lock on;
-    proxy_cache_lock_timeout 10s;
+    proxy_cache_valid 200 60s;
+    proxy_cache_valid 403 5s;
   }}
 
   # immutable media: one cache entry per object whatever the token; every request still has its token checked
@@ -111,10 +111,11 @@ server {{
 """
 
 
-def render_main(prefix: Path, http_conf: str, workers: int | str = "auto") -> str:
+def render_main(prefix: Path, http_conf: str, workers: int | str = "auto", user: str | None = None) -> str:
     """A complete nginx.conf for `nginx -p prefix -c nginx.conf` as a foreground child process."""
     body = "\n".join("  " + line if line else line for line in http_conf.splitlines())
-    return f"""daemon off;
+    user_line = f"user {user};\n" if user else ""
+    return f"""{user_line}daemon off;
 worker_processes {workers};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -144,8 +145,26 @@ def compose_conf() -> str:
                        cache_max_size="4g", country="")
 
 
+def worker_user(prefix: Path) -> str | None:
+    """When started as root, nginx workers drop to an unprivileged user that must reach the cache
+    and temp dirs: use `nobody` (and hand it those dirs) when every parent of the prefix is
+    traversable, else keep root (e.g. a test's private 0700 tmp dir). Not root: nginx keeps our user."""
+    if os.geteuid() != 0:
+        return None
+    for parent in [prefix, *prefix.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return "root"
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    for d in ("cache", "tmp"):
+        for root, _dirs, _files in os.walk(prefix / d):
+            os.chown(root, nobody.pw_uid, nobody.pw_gid)
+    return "nobody"
+
+
 def local_conf(settings: Settings, *, prefix: Path, port: int, origin: str) -> str:
-    return render_main(prefix, render_http(
+    return render_main(prefix, user=worker_user(prefix), http_conf=render_http(
         listen=f"127.0.0.1:{port}", origin=origin, cache_dir=str(prefix / "cache"),
         cache_max_size=settings.edge_cache_max_size, country=settings.edge_country,
         geo_header=settings.api_geo_header, temp_dir=str(prefix / "tmp")))

@@ -250,19 +250,19 @@ async def server_time() -> Response:
 
 
 @router.get("/edge/authz", tags=["ops"], summary="Token check for the nginx edge (auth_request)",
-            status_code=204, responses={403: {"description": "Token or country refused"}})
+            status_code=200, responses={403: {"description": "Token or country refused"}})
 async def edge_authz(request: Request) -> Response:
     """The edge asks before serving a cached object: it caches the verdict per (stream, token, country)."""
     uri = request.headers.get("x-original-uri", "")
     parts = urlsplit(uri)
     segs = parts.path.split("/")
     if len(segs) < 3 or segs[1] not in ("live", "vod", "keys") or not STREAM_ID_RE.match(segs[2]):
-        return Response(status_code=204, headers={"Cache-Control": "max-age=60"})
+        return Response(status_code=200, headers={"Cache-Control": "max-age=60"})
     scope = "live" if segs[1] == "keys" else segs[1]
     sid = segs[2]
     ctx = request.app.state.ctx
     if scope == "live" and (ctx.registry is None or ctx.registry.get(sid) is None):
-        return Response(status_code=204, headers={"Cache-Control": "max-age=1"})  # origin answers 404
+        return Response(status_code=200, headers={"Cache-Control": "max-age=1"})  # origin answers 404
     token = (parse_qs(parts.query).get("token") or [None])[0]
     scope_req = request.scope.copy()
     scope_req["query_string"] = f"token={token}".encode() if token else b""
@@ -271,11 +271,11 @@ async def edge_authz(request: Request) -> Response:
     except HTTPException as exc:
         if exc.status_code == 403:
             return Response(status_code=403, headers={"Cache-Control": "max-age=5"})
-        return Response(status_code=204, headers={"Cache-Control": "max-age=1"})
+        return Response(status_code=200, headers={"Cache-Control": "max-age=1"})
     ttl = 60
     if token:
         try:
             ttl = max(1, min(60, int(token.split(".")[1]) - int(time.time())))
         except (IndexError, ValueError):
             ttl = 1
-    return Response(status_code=204, headers={"Cache-Control": f"max-age={ttl}"})
+    return Response(status_code=200, headers={"Cache-Control": f"max-age={ttl}"})

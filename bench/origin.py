@@ -1,0 +1,290 @@
+"""bench/origin: LL-HLS origin under 2,000 concurrent blocked clients, and the edge's playlist cache.
+
+  .venv/bin/python -m bench.origin [--clients 2000] [--rounds 5] [--rps-seconds 5]
+
+1. Wake-up: N clients hold `_HLS_msn/_HLS_part` requests for the next part on one api process
+   (direct, no edge). The bench then writes the part + playlist and produces a ManifestUpdate;
+   per client it records (response received - ManifestUpdate produced): p50/p99 over all rounds.
+   Anchor: the same clients' latency for a plain GET of an existing playlist in the same run.
+2. Playlist requests/s through the nginx edge (cached, max-age=1) vs the same nginx serving the same
+   playlist file statically: ratio edge/static, in one run.
+Needs the local stack's broker (./run stack up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+async def fetch(host: str, port: int, path: str, headers: dict[str, str] | None = None,
+                limit_s: float = 60.0) -> tuple[int, dict[str, str], bytes, float]:
+    """One raw HTTP/1.1 GET on its own connection: (status, headers, body, monotonic time of completion).
+    Raw asyncio because pooled clients (httpx) degrade badly with thousands of concurrent connections."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit_s)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n{extra}\r\n".encode())
+    try:
+        data = await asyncio.wait_for(reader.read(), limit_s)
+    finally:
+        writer.close()
+    done = time.time()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if hdrs.get("transfer-encoding") == "chunked":
+        out, rest = b"", body
+        while rest:
+            size_s, _, rest = rest.partition(b"\r\n")
+            size = int(size_s, 16)
+            if size == 0:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        body = out
+    return status, hdrs, body, done
+
+
+async def fetch_many(host: str, port: int, path: str, n: int, headers: dict[str, str] | None = None,
+                     limit_s: float = 60.0) -> list[tuple[int, dict[str, str], bytes, float]]:
+    """n concurrent GETs of one URL; each result's last item is its completion time (time.time())."""
+    return await asyncio.gather(*(fetch(host, port, path, headers, limit_s) for _ in range(n)))
+
+
+def _clients_main(port: int, path: str, n: int) -> None:
+    """Subprocess entry: n concurrent clients; prints status,completion-wallclock per line."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    print(f"0,{time.time():.6f}")  # start marker
+    for status, _h, _b, done in asyncio.run(fetch_many("127.0.0.1", port, path, n)):
+        print(f"{status},{done:.6f}")
+
+
+def clients_in_subprocess(port: int, path: str, n: int) -> subprocess.Popen[str]:
+    """The clients run in their own process so they do not share a GIL with the api."""
+    code = f"from bench.origin import _clients_main; _clients_main({port}, {path!r}, {n})"
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def _results(proc: subprocess.Popen[str]) -> tuple[float, list[tuple[int, float]]]:
+    """(start wallclock, [(status, completion wallclock)])."""
+    out, _ = proc.communicate(timeout=120)
+    rows = [line.split(",") for line in out.strip().splitlines()]
+    return float(rows[0][1]), [(int(a), float(b)) for a, b in rows[1:]]
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rps-seconds", type=float, default=5.0)
+    ap.add_argument("--rps-concurrency", type=int, default=64)
+    args = ap.parse_args(argv)
+
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+
+    from floodlight.settings import Settings
+    from floodlight.topics import apply_topics
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-origin-"))
+    s = Settings().model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 1,
+                                      "store_url": (tmp / "store").as_uri(), "stack_dir": tmp / "stack"})
+    apply_topics(s)
+    try:
+        wake = run_wake(s, args.clients, args.rounds)
+        rps = run_rps(s, tmp, args.rps_seconds, args.rps_concurrency)
+    finally:
+        drop_topics(s)
+    print(f"wake-up after ManifestUpdate, {args.clients} blocked clients x {args.rounds} rounds: "
+          f"p50 {wake['p50']:.1f} ms  p99 {wake['p99']:.1f} ms  max {wake['max']:.1f} ms  "
+          f"(anchor: plain GET of an existing playlist by the same {args.clients} clients: "
+          f"p50 {wake['anchor_p50']:.1f} ms p99 {wake['anchor_p99']:.1f} ms; "
+          f"ratio p99 wake/anchor {wake['p99'] / max(wake['anchor_p99'], 0.001):.2f})")
+    print(f"  api notified (packager clock -> api loop): p50 {wake['notify_p50']:.1f} ms")
+    print(f"playlist req/s: edge (proxy_cache) {rps['edge']:.0f}/s  vs nginx static {rps['static']:.0f}/s  "
+          f"ratio {rps['edge'] / rps['static']:.2f}  (direct api, uncached: {rps['api']:.0f}/s)")
+    return 0
+
+
+def drop_topics(s: object) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})  # type: ignore[attr-defined]
+    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(s.topic_prefix)]  # type: ignore[attr-defined]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=10).values():
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _fixture(s: object) -> object:
+    from api.server import BackgroundServer
+    from floodlight.kafka import make_producer
+    from floodlight.objectstore import open_store
+    from floodlight.registry import new_stream_record, publish_stream
+
+    srv = BackgroundServer(s).start()  # type: ignore[arg-type]
+    producer = make_producer(s)  # type: ignore[arg-type]
+    rec = new_stream_record("bench", "bench", status="LIVE", latency_mode="LOW", public=True)
+    publish_stream(producer, s, rec)  # type: ignore[arg-type]
+    srv.ctx.registry.wait_for(lambda r: r is not None, "bench", 10)
+    return srv, producer, open_store(s.resolved_store_url())  # type: ignore[attr-defined]
+
+
+def _playlist(msn: int, parts: int) -> bytes:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-TARGETDURATION:1",
+             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002,CAN-SKIP-UNTIL=6.0",
+             "#EXT-X-PART-INF:PART-TARGET=0.334", f"#EXT-X-MEDIA-SEQUENCE:{max(0, msn - 6)}",
+             '#EXT-X-MAP:URI="init.mp4"']
+    for n in range(max(0, msn - 6), msn):
+        lines += [f'#EXT-X-PART:DURATION=0.334,URI="{n}.{p}.m4s"' for p in range(3)]
+        lines += ["#EXTINF:1.000,", f"{n}.m4s"]
+    lines += [f'#EXT-X-PART:DURATION=0.334,URI="{msn}.{p}.m4s"' for p in range(parts)]
+    lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{msn}.{parts}.m4s"')
+    return ("\n".join(lines) + "\n").encode()
+
+
+def run_wake(s: object, clients: int, rounds: int) -> dict[str, float]:
+    from api import metrics
+    from schemas import codec
+
+    srv, producer, store = _fixture(s)
+    key = "live/bench/720p/playlist.m3u8"
+    lat: list[float] = []
+    notify: list[float] = []
+    anchor: list[float] = []
+    try:
+        msn, part, version = 10, 0, 0
+        last_publish = [0.0]
+
+        def publish(msn: int, part: int) -> float:
+            nonlocal version
+            version += 1
+            store.put(key, _playlist(msn, part + 1))
+            producer.produce(s.topic("manifests"), key=b"bench", value=codec.encode("ManifestUpdate", {  # type: ignore[attr-defined]
+                "stream_id": "bench", "rendition": "720p", "msn": msn, "part": part, "version": version,
+                "etag": f'"{version}"', "written_wallclock_ms": int(time.time() * 1000), "ended": False}))
+            producer.flush(10)
+            last_publish[0] = time.monotonic()
+            return last_publish[0]
+
+        publish(msn, part)
+        while srv.ctx.hub.version("bench", "720p") < version:
+            time.sleep(0.01)
+        for _ in range(rounds):
+            nxt = part + 1
+            path = f"/live/bench/720p/playlist.m3u8?_HLS_msn={msn}&_HLS_part={nxt}"
+            base_blocked = metrics.BLOCKED._value.get()
+            proc = clients_in_subprocess(srv.port, path, clients)
+            t_end = time.monotonic() + 60
+            while metrics.BLOCKED._value.get() - base_blocked < clients and time.monotonic() < t_end:
+                time.sleep(0.02)  # bench only: waiting for the clients to be held
+            publish(msn, nxt)
+            sent = time.time() - (time.monotonic() - last_publish[0])
+            _start, results = _results(proc)
+            assert all(r[0] == 200 for r in results), {r[0] for r in results}
+            lat += [(done - sent) * 1000 for _s, done in results]
+            part = nxt
+            # anchor: the same number of clients fetching the (now existing) playlist without blocking
+            t0, got = _results(clients_in_subprocess(srv.port, "/live/bench/720p/playlist.m3u8", clients))
+            anchor += [(done - t0) * 1000 for _s, done in got]
+        buckets = metrics.WAKE_LATENCY.collect()[0].samples
+        total = next(x.value for x in buckets if x.name.endswith("_count"))
+        half = [x for x in buckets if x.name.endswith("_bucket") and x.value >= total / 2]
+        notify.append(float(half[0].labels["le"]) * 1000 if half else float("nan"))
+    finally:
+        srv.stop()
+    return {"p50": statistics.median(lat), "p99": pct(lat, 99), "max": max(lat),
+            "anchor_p50": statistics.median(anchor), "anchor_p99": pct(anchor, 99),
+            "notify_p50": notify[0] if notify else float("nan")}
+
+
+async def _hammer(port: int, path: str, seconds: float, concurrency: int) -> float:
+    """Keep-alive HTTP/1.1 GET loop on `concurrency` connections; return responses/s."""
+    done = 0
+    end = time.monotonic() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        try:
+            while time.monotonic() < end:
+                writer.write(req)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                done += 1
+        finally:
+            writer.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done / (time.monotonic() - t0)
+
+
+def _rps_in_subprocess(port: int, path: str, seconds: float, concurrency: int) -> float:
+    """The load generator runs in its own process so it does not share a GIL with the api."""
+    code = ("import asyncio,sys; from bench.origin import _hammer; "
+            f"print(asyncio.run(_hammer({port}, {path!r}, {seconds}, {concurrency})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def run_rps(s: object, tmp: Path, seconds: float, concurrency: int) -> dict[str, float]:
+    from api.edge import nginx_binary, start_edge
+    from api.server import free_port
+
+    srv, _producer, store = _fixture(s)
+    body = _playlist(20, 2)
+    store.put("live/bench/720p/playlist.m3u8", body)
+    static_root = tmp / "static" / "live" / "bench" / "720p"
+    static_root.mkdir(parents=True)
+    (static_root / "playlist.m3u8").write_bytes(body)
+    static_port, edge_port = free_port(), free_port()
+    conf = tmp / "static.conf"
+    conf.write_text(f"""daemon off; worker_processes auto; pid {tmp}/static.pid; error_log {tmp}/static.err warn;
+events {{ worker_connections 16384; }}
+http {{ access_log off; keepalive_requests 100000; types {{ application/vnd.apple.mpegurl m3u8; }}
+  server {{ listen 127.0.0.1:{static_port} backlog=4096; root {tmp}/static;
+    location / {{ add_header Cache-Control "public, max-age=1"; }} }} }}
+""")
+    static = subprocess.Popen([nginx_binary(), "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "static.err")])
+    edge = start_edge(s, port=edge_port, origin=f"127.0.0.1:{srv.port}", prefix=tmp / "edge")  # type: ignore[arg-type]
+    try:
+        time.sleep(0.5)  # nginx start-up; both are checked by the first request of the run below
+        path = "/live/bench/720p/playlist.m3u8"
+        return {"edge": _rps_in_subprocess(edge_port, path, seconds, concurrency),
+                "static": _rps_in_subprocess(static_port, path, seconds, concurrency),
+                "api": _rps_in_subprocess(srv.port, path, min(seconds, 3.0), concurrency)}
+    finally:
+        for p in (static, edge):
+            p.terminate()
+            p.wait(10)
+        srv.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
