@@ -154,13 +154,14 @@ def worker_user(prefix: Path) -> str | None:
     for parent in [prefix, *prefix.parents]:
         if parent.exists() and not parent.stat().st_mode & 0o001:
             return "root"
+    import grp
     import pwd
 
     nobody = pwd.getpwnam("nobody")
     for d in ("cache", "tmp"):
         for root, _dirs, _files in os.walk(prefix / d):
             os.chown(root, nobody.pw_uid, nobody.pw_gid)
-    return "nobody"
+    return f"nobody {grp.getgrgid(nobody.pw_gid).gr_name}"
 
 
 def local_conf(settings: Settings, *, prefix: Path, port: int, origin: str) -> str:
@@ -197,7 +198,17 @@ def start_edge(settings: Settings, *, port: int | None = None, origin: str | Non
     check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"nginx rejected {conf}: {check.stderr.strip()}")
-    return subprocess.Popen(cmd, start_new_session=True)
+    return subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """nginx's master gets SIGTERM if the process that started it dies (Linux prctl PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def run_edge(settings: Settings, *, port: int | None = None, origin: str | None = None) -> int:

@@ -57,6 +57,9 @@ def authorize(request: Request, scope: str, sid: str) -> tuple[dict[str, Any] | 
     ctx = request.app.state.ctx
     record = ctx.registry.get(sid) if ctx.registry else None
     if scope == "live" and record is None:
+        if ctx.registry is None or not ctx.registry.caught_up:
+            raise HTTPException(503, "stream registry still loading", headers={"Retry-After": "1",
+                                                                               "Cache-Control": NO_STORE})
         raise HTTPException(404, f"unknown stream {sid!r}", headers={"Cache-Control": SHORT_404})
     if record is not None and record.get("allowed_countries"):
         country = (request.headers.get(ctx.settings.api_geo_header) or "").upper()

@@ -196,6 +196,7 @@ async def get_stream(stream_id: StreamId, request: Request) -> dict[str, Any]:
     principal = principal_of(request)
     record = ctx.registry.get(stream_id) if ctx.registry else None
     if record is None:
+        _ensure_ready(ctx)
         raise HTTPException(404, f"unknown stream {stream_id!r}")
     if not record.get("public"):
         if principal is None:
