@@ -275,6 +275,9 @@ class StreamPackager:
                       key_id=kid, iv_hex=iv.hex() if iv else None, size=len(data))
         if not self.state.ast_ms:
             self.state.ast_ms = seg.pdt_ms
+        lag = int(time.time() * 1000) - seg.end_ms
+        if existing is None and 0 <= lag < 120_000:  # live arrival (not a replay of old media)
+            self.state.lag_ms = max(lag, int(self.state.lag_ms * 0.95))
         if track.pto < 0:
             track.pto = max(0, seg.pts - round((seg.pdt_ms - self.state.ast_ms) * seg.timescale / 1000))
         track.insert(seg)
@@ -344,12 +347,15 @@ class StreamPackager:
         self.unsaved = True
         root = self.state.root
         doomed: list[tuple[str, Segment]] = []
+        before = mpd.runs(self.state)
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
             gone = self.state.expired(track)
             self.state.drop(track, [s.msn for s in gone])
             self._dirty_chunks.update((name, s.msn // CHUNK) for s in gone)
             doomed += [(name, s) for s in gone]
+        if doomed:
+            self._keep_period_origin(before)
         written = 0
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
@@ -377,6 +383,16 @@ class StreamPackager:
             self._delete_media(name, seg)
         self.dirty.clear()
         return written
+
+    def _keep_period_origin(self, before: list[mpd.Run]) -> None:
+        """The DVR window moved: remember where the first DASH Period began (its id and start stay)."""
+        remaining = sorted({m for t in mpd.media_tracks(self.state) for m in t.segments})
+        if not remaining:
+            return
+        for run in before:
+            if remaining[0] in run.msns:
+                self.state.period_origin, self.state.period_start_s = run.origin, run.start_s
+                return
 
     def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:
         """Write a manifest unless this process already wrote these exact bytes (saves a read per write)."""

@@ -1,9 +1,11 @@
 """DASH rendering: a dynamic MPD (static once ended/VOD) over the same CMAF segments as HLS. Pure.
 
-SegmentTemplate with $Number$ (= msn) and a SegmentTimeline per representation; the period starts
-at availabilityStartTime = wall-clock of msn 0, and each track's presentationTimeOffset maps its
-media timeline onto it. A gap keeps its timeline entry so $Number$ stays aligned with the msn; its
-object is simply absent (players skip it). Ad breaks become an SCTE-35 EventStream.
+SegmentTemplate with $Number$ (= msn) and a SegmentTimeline per representation. availabilityStartTime
+is the wall-clock of msn 0; each track's `pto` maps that instant onto its media timeline. $Number$
+counts contiguous timeline entries only, so a gap ends a Period and the next one starts after it
+(dash.js cannot skip a missing $Number$ segment; it plays across a Period boundary). Period ids
+come from the msn the period began at, kept in the state when that msn leaves the DVR window, so
+they do not change between MPD updates. Ad breaks become an SCTE-35 EventStream in their Period.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 
 from sinks.packager import scte35
 from sinks.packager.playlist import audio_track, video_tracks
@@ -44,22 +47,67 @@ def timeline(segs: list[Segment]) -> list[dict[str, int]]:
     return out
 
 
-def _pto(state: StreamState, track: Track, segs: list[Segment], static: bool) -> int:
-    if static or not segs:
-        return segs[0].pts if segs else 0
-    if track.pto >= 0:
-        return track.pto
-    first = segs[0]
-    return max(0, first.pts - round((first.pdt_ms - state.ast_ms) * first.timescale / 1000))
+@dataclass
+class Run:
+    """A DASH Period: consecutive msns with media in every track (gaps split periods)."""
+
+    origin: int  # msn the period began at (may have left the DVR window)
+    start_s: float  # period start, seconds after availabilityStartTime
+    msns: list[int]
+
+    @property
+    def period_id(self) -> str:
+        return f"p{self.origin}"
 
 
-def _template(state: StreamState, track: Track, segs: list[Segment], static: bool) -> ET.Element:
-    ts = segs[0].timescale if segs else (track.timescale or 1)
+def _start_s(track: Track, seg: Segment) -> float:
+    """Seconds after availabilityStartTime where segment `seg` begins (track.pto maps AST to media time)."""
+    return (seg.pts - max(0, track.pto)) / seg.timescale
+
+
+def media_tracks(state: StreamState) -> list[Track]:
+    vids = video_tracks(state)
+    audio = audio_track(state)
+    return vids + ([audio] if audio else [])
+
+
+def runs(state: StreamState, tracks: list[Track] | None = None) -> list[Run]:
+    """Split the window into periods at gaps: $Number$ can only count contiguous segments."""
+    tracks = tracks if tracks is not None else media_tracks(state)
+    gaps = {m for t in tracks for m, s in t.segments.items() if s.gap}
+    msns = sorted({m for t in tracks for m in t.segments})
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for m in msns:
+        if m in gaps or (cur and m != cur[-1] + 1):
+            if cur:
+                out.append(cur)
+            cur = []
+        if m not in gaps:
+            cur.append(m)
+    if cur:
+        out.append(cur)
+    result = []
+    for i, ms in enumerate(out):
+        continuing = i == 0 and msns and ms[0] == msns[0] and state.period_origin <= ms[0]
+        if continuing and state.period_origin < ms[0]:
+            result.append(Run(state.period_origin, state.period_start_s, ms))
+        else:
+            seg_track = next(t for t in tracks if ms[0] in t.segments)
+            result.append(Run(ms[0], _start_s(seg_track, seg_track.segments[ms[0]]), ms))
+    return result
+
+
+def _template(track: Track, run: Run) -> ET.Element | None:
+    segs = [track.segments[m] for m in run.msns if m in track.segments and not track.segments[m].gap]
+    if not segs:
+        return None
+    ts = segs[0].timescale
     init = next(iter(track.inits.values()), "init.mp4")
     tmpl = ET.Element("SegmentTemplate", {
-        "timescale": str(ts), "presentationTimeOffset": str(_pto(state, track, segs, static)),
+        "timescale": str(ts), "presentationTimeOffset": str(max(0, track.pto) + round(run.start_s * ts)),
         "initialization": f"{track.name}/{init}", "media": f"{track.name}/$Number$.m4s",
-        "startNumber": str(segs[0].msn if segs else 0),
+        "startNumber": str(segs[0].msn),
     })
     tl = ET.SubElement(tmpl, "SegmentTimeline")
     for e in timeline(segs):
@@ -70,17 +118,18 @@ def _template(state: StreamState, track: Track, segs: list[Segment], static: boo
     return tmpl
 
 
-def _event_stream(state: StreamState, period_start_ms: int) -> ET.Element | None:
-    cues = [c for c in state.cues.values() if c.out_msn is not None]
+def _event_stream(state: StreamState, run: Run) -> ET.Element | None:
+    cues = [c for c in state.cues.values() if c.out_msn is not None and c.out_msn in run.msns]
     if not cues:
         return None
-    es = ET.Element("EventStream", {"schemeIdUri": "urn:scte:scte35:2014:xml+bin", "timescale": "1000"})
+    es = ET.Element(f"{{{NS}}}EventStream", {"schemeIdUri": "urn:scte:scte35:2014:xml+bin", "timescale": "1000"})
     for c in sorted(cues, key=lambda c: c.out_msn or 0):
         start = _pdt_of(state, c.out_msn) or c.start_ms
         end = _pdt_of(state, c.in_msn) if c.in_msn is not None else None
         dur = (end - start) if end is not None else c.duration_ms
-        ev = ET.SubElement(es, "Event", {"presentationTime": str(max(0, start - period_start_ms)),
-                                         "duration": str(max(0, dur)), "id": str(c.splice_event_id)})
+        at = start - state.ast_ms - round(run.start_s * 1000)
+        ev = ET.SubElement(es, f"{{{NS}}}Event", {"presentationTime": str(max(0, at)),
+                                                  "duration": str(max(0, dur)), "id": str(c.splice_event_id)})
         sig = ET.SubElement(ev, f"{{{SCTE_NS}}}Signal")
         raw = bytes.fromhex(c.scte35_hex) if c.scte35_hex else scte35.splice_insert(
             c.splice_event_id, True, c.duration_ms)
@@ -105,54 +154,62 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
     td = max(1, state.target_duration)
     vids = video_tracks(state)
     audio = audio_track(state)
+    tracks = vids + ([audio] if audio else [])
+    periods = runs(state, tracks)
     mpd = ET.Element(f"{{{NS}}}MPD", {
         "profiles": "urn:mpeg:dash:profile:isoff-live:2011",
         "type": "static" if static else "dynamic",
         "minBufferTime": iso_dur(min(td * 2, 4)),
     })
+    base_s = 0.0
     if static:
-        vt = vids[0] if vids else audio
-        segs = vt.ordered() if vt else []
-        total = sum(s.seconds for s in segs)
+        ref = tracks[0].ordered() if tracks else []
+        if periods:
+            base_s = periods[0].start_s
+        total = (_start_s(tracks[0], ref[-1]) + ref[-1].seconds - base_s) if ref else 0.0
         mpd.set("mediaPresentationDuration", iso_dur(total))
-        period_start_ms = segs[0].pdt_ms if segs else 0
     else:
         window = state.config.dvr_window_s or state.config.live_window_s
         mpd.set("availabilityStartTime", iso_dt(state.ast_ms))
         mpd.set("publishTime", iso_dt(publish_ms))
         mpd.set("minimumUpdatePeriod", iso_dur(td))
         mpd.set("timeShiftBufferDepth", iso_dur(window))
-        mpd.set("suggestedPresentationDelay", iso_dur(3 * td))
+        delay = max(3.0 * td, td + state.lag_ms / 1000 + 1.0)  # segments appear lag_ms after their end
+        mpd.set("suggestedPresentationDelay", iso_dur(delay))
         mpd.set("maxSegmentDuration", iso_dur(state.max_segment_s or td))
-        period_start_ms = state.ast_ms
-    period = ET.SubElement(mpd, f"{{{NS}}}Period", {"id": "p0", "start": "PT0S"})
-    es = _event_stream(state, period_start_ms)
-    if es is not None:
-        es.tag = f"{{{NS}}}EventStream"
-        for ev in es:
-            ev.tag = f"{{{NS}}}Event"
-        period.append(es)
-    if vids:
-        aset = ET.SubElement(period, f"{{{NS}}}AdaptationSet", {
-            "id": "0", "contentType": "video", "mimeType": "video/mp4", "segmentAlignment": "true",
-            "startWithSAP": "1"})
-        for t in vids:
+    for run in periods:
+        period = ET.SubElement(mpd, f"{{{NS}}}Period", {"id": run.period_id,
+                                                         "start": iso_dur(run.start_s - base_s)})
+        es = _event_stream(state, run)
+        if es is not None:
+            period.append(es)
+        if vids:
+            aset = ET.SubElement(period, f"{{{NS}}}AdaptationSet", {
+                "id": "0", "contentType": "video", "mimeType": "video/mp4", "segmentAlignment": "true",
+                "startWithSAP": "1"})
+            for t in vids:
+                tmpl = _template(t, run)
+                if tmpl is None:
+                    continue
+                rep = ET.SubElement(aset, f"{{{NS}}}Representation", {
+                    "id": t.name, "bandwidth": str(max(t.bandwidth, t.target_bitrate)), "codecs": t.codecs,
+                    "width": str(t.width), "height": str(t.height), "frameRate": _frame_rate(t.frame_rate),
+                    "sar": "1:1"})
+                _append_ns(rep, tmpl)
+        if audio:
+            tmpl = _template(audio, run)
+            if tmpl is None:
+                continue
+            aset = ET.SubElement(period, f"{{{NS}}}AdaptationSet", {
+                "id": "1", "contentType": "audio", "mimeType": "audio/mp4", "segmentAlignment": "true",
+                "startWithSAP": "1", "lang": "und"})
             rep = ET.SubElement(aset, f"{{{NS}}}Representation", {
-                "id": t.name, "bandwidth": str(max(t.bandwidth, t.target_bitrate)), "codecs": t.codecs,
-                "width": str(t.width), "height": str(t.height), "frameRate": _frame_rate(t.frame_rate),
-                "sar": "1:1"})
-            _append_ns(rep, _template(state, t, t.ordered(), static))
-    if audio:
-        aset = ET.SubElement(period, f"{{{NS}}}AdaptationSet", {
-            "id": "1", "contentType": "audio", "mimeType": "audio/mp4", "segmentAlignment": "true",
-            "startWithSAP": "1", "lang": "und"})
-        rep = ET.SubElement(aset, f"{{{NS}}}Representation", {
-            "id": audio.name, "bandwidth": str(max(audio.bandwidth, audio.target_bitrate, 1)),
-            "codecs": audio.codecs, "audioSamplingRate": str(audio.sample_rate or 48000)})
-        ET.SubElement(rep, f"{{{NS}}}AudioChannelConfiguration", {
-            "schemeIdUri": "urn:mpeg:dash:23003:3:audio_channel_configuration:2011",
-            "value": str(audio.channels or 2)})
-        _append_ns(rep, _template(state, audio, audio.ordered(), static))
+                "id": audio.name, "bandwidth": str(max(audio.bandwidth, audio.target_bitrate, 1)),
+                "codecs": audio.codecs, "audioSamplingRate": str(audio.sample_rate or 48000)})
+            ET.SubElement(rep, f"{{{NS}}}AudioChannelConfiguration", {
+                "schemeIdUri": "urn:mpeg:dash:23003:3:audio_channel_configuration:2011",
+                "value": str(audio.channels or 2)})
+            _append_ns(rep, tmpl)
     ET.SubElement(mpd, f"{{{NS}}}UTCTiming", {"schemeIdUri": UTC_TIMING_SCHEME, "value": UTC_TIMING_URL})
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(mpd, encoding="unicode") + "\n"
 

@@ -128,6 +128,9 @@ class StreamState:
     target_duration: int = 0  # fixed once known (RFC 8216bis: must not change); raised only if exceeded
     part_target: float = 0.0
     max_segment_s: float = 0.0  # longest segment seen (DASH maxSegmentDuration)
+    lag_ms: int = 0  # how long after its end a segment reaches the packager (decaying max; DASH delay)
+    period_origin: int = 0  # msn the first DASH Period in the window began at
+    period_start_s: float = 0.0  # and its start after availabilityStartTime
     ast_ms: int = 0  # DASH availabilityStartTime: wall-clock of msn 0's start
     ended: bool = False
     vod: bool = False  # finalised as VOD (replay): PLAYLIST-TYPE:VOD + static MPD

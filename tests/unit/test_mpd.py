@@ -70,3 +70,37 @@ def test_cue_becomes_scte35_event() -> None:
     assert ev.get("presentationTime") == "25000" and ev.get("duration") == "3000" and ev.get("id") == "42"
     binary = ev.find(f"{{{mpd.SCTE_NS}}}Signal/{{{mpd.SCTE_NS}}}Binary")
     assert binary is not None and binary.text
+
+
+def test_gap_splits_periods_and_numbers_stay_msns() -> None:
+    st = make_state(n=30, gaps={20})
+    st.ast_ms = T0
+    root = parse(mpd.render_mpd(st, T0))
+    periods = root.findall("d:Period", NS)
+    assert [(p.get("id"), p.get("start")) for p in periods] == [("p0", "PT0.000S"), ("p21", "PT21.000S")]
+    tmpl = periods[1].find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
+    assert tmpl.get("startNumber") == "21" and tmpl.get("presentationTimeOffset") == str(21 * 90000)
+    s = tmpl.findall("d:SegmentTimeline/d:S", NS)
+    assert [(x.get("t"), x.get("r")) for x in s] == [(str(21 * 90000), "8")]
+    first = periods[0].find("d:AdaptationSet/d:Representation/d:SegmentTemplate/d:SegmentTimeline/d:S", NS)
+    assert first.get("r") == "19"  # msns 0..19, the gap (20) is in no period
+
+
+def test_period_id_and_start_survive_the_window_sliding(tmp_path) -> None:
+    from floodlight.objectstore import DirectoryStore
+    from sinks.packager.core import StreamPackager
+    from sinks.packager.state import StreamConfig
+    from tests.unit.test_packager_core import seg
+
+    p = StreamPackager.open(DirectoryStore(tmp_path), "s1", config=StreamConfig(dvr_window_s=10))
+    for g in range(8):
+        p.add(seg(g), now=0)
+    p.flush(T0)
+    first = parse(p.store.get("live/s1/manifest.mpd").data.decode()).find("d:Period", NS)
+    for g in range(8, 30):
+        p.add(seg(g), now=0)
+        p.flush(T0)
+    later = parse(p.store.get("live/s1/manifest.mpd").data.decode()).find("d:Period", NS)
+    assert (later.get("id"), later.get("start")) == (first.get("id"), first.get("start")) == ("p0", "PT0.000S")
+    tmpl = later.find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
+    assert tmpl.get("startNumber") == "20"  # the window moved, the period did not
