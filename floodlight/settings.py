@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     encoder_concurrent_gops: int = Field(
         2, description="GOPs one encoder process transcodes at once; the next starts only once the previous is decoded."
     )
-    encoder_x264_threads: int = Field(1, description="libx264 threads per rung encoder (0 = x264's automatic count).")
+    encoder_x264_threads: int = Field(
+        2, description="libx264 threads per rung encoder (0 = x264's automatic count); 2 keeps both cores busy."
+    )
     encoder_dedup_window: int = Field(
         20000, description="Recent (stream_id, gop_index) identities an encoder remembers to drop duplicates."
     )

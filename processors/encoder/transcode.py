@@ -244,7 +244,7 @@ def _decode_frames(gop: dict[str, Any]):
 
 
 def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset: str, part_seconds: float,
-                    x264_threads: int = 1, timing: RungTiming | None = None) -> list[dict[str, Any]]:
+                    x264_threads: int = 2, timing: RungTiming | None = None) -> list[dict[str, Any]]:
     """Decode the GOP once and encode every rung in its own thread; one record per rung."""
     started_ms = _now_ms()
     encoders = [_RungEncoder(gop, r, preset=preset, part_seconds=part_seconds,
@@ -368,7 +368,7 @@ def transcode_audio(gop: dict[str, Any], *, part_seconds: float) -> dict[str, An
 
 
 def transcode_gop(gop: dict[str, Any], ladder: list[dict[str, Any]], *, preset: str, part_seconds: float,
-                  renditions: set[str] | None = None, x264_threads: int = 1,
+                  renditions: set[str] | None = None, x264_threads: int = 2,
                   timing: RungTiming | None = None) -> list[dict[str, Any]]:
     """Every rendition of one GopChunk as complete RenditionSegment dicts: one per video rung this
     source gets (never upscaled), then one for `audio` when the GOP carries audio.
