@@ -163,7 +163,8 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             {"op": "hold", "s": seconds},
             {"op": "eval", "name": "data", "expr": "({samples: window.floodlight.latencySamples.filter("
              "s => s[0] >= window.__mark), loads: window.floodlight.fragLoads, stalls: window.floodlight.stalls,"
-             " level: (window.floodlight.currentLevel || {}).name, errors: window.floodlight.errors})"},
+             " level: (window.floodlight.currentLevel || {}).name, errors: window.floodlight.errors,"
+             " resyncs: window.floodlight.resyncs || 0})"},
         ], timeout_s=seconds + WARMUP_S + 120)
         if not res["ok"]:
             raise RuntimeError(f"player run failed: {summary(res)}")
@@ -201,7 +202,8 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
     p50, p95 = pct(g2g, 50), pct(g2g, 95)
     stages = stage_breakdown(segments, written, {v: k for k, v in pdt.items()}, loads, p50)
     return {"mode": mode, "rendition": rendition, "samples": len(g2g), "p50_ms": p50, "p95_ms": p95,
-            "max_ms": max(g2g) if g2g else float("nan"), "stalls": data["stalls"], "errors": data["errors"],
+            "max_ms": max(g2g) if g2g else float("nan"), "stalls": data["stalls"], "resyncs": data["resyncs"],
+            "errors": data["errors"],
             "stages_ms": stages, "server_control": control, "target_p95_ms": TARGET_P95_MS[mode],
             "anchor_gop_ms": GOP_S[mode] * 1000}
 
@@ -224,7 +226,7 @@ def report(r: dict[str, Any]) -> str:
     ok = "OK" if r["p95_ms"] < r["target_p95_ms"] else "MISSED"
     lines = [f"{r['mode']:9} glass-to-glass p50 {r['p50_ms'] / 1000:.2f} s  p95 {r['p95_ms'] / 1000:.2f} s  "
              f"(target p95 < {r['target_p95_ms'] / 1000:.0f} s: {ok})"
-             f"  samples {r['samples']}  stalls {r['stalls']}  rendition {r['rendition']}",
+             f"  samples {r['samples']}  stalls {r['stalls']}  resyncs {r['resyncs']}  rendition {r['rendition']}",
              f"          ratio p50 / anchor (one GOP, {r['anchor_gop_ms'] / 1000:.0f} s) = "
              f"{r['p50_ms'] / r['anchor_gop_ms']:.2f}x   {r['server_control']}"]
     st = r["stages_ms"]
@@ -254,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown mode {mode}")
         results.append(run_mode(broker, mode, a.seconds, a.source, a.ladder, a.encoders, a.query))
         print(report(results[-1]), flush=True)
-    print(f"\nsource {a.source}, ladder {a.ladder}, {a.encoders} encoders, {a.seconds:.0f} s per mode")
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nsource {a.source}, ladder {a.ladder}, {a.encoders} encoders, {a.seconds:.0f} s per mode, "
+          f"{os.cpu_count()} CPUs, load average {load}")
     for r in results:
         print(report(r))
     if a.json:

@@ -81,10 +81,14 @@ def test_manual_quality_and_go_live(origin: str) -> None:
          " s.dispatchEvent(new Event('change')); return s.value; })()"},
         {"op": "wait", "name": "manual", "expr": f"{LEVEL} === '144p'", "timeout_s": 20},
         {"op": "wait", "name": "dvr", "expr": f"{VIDEO_T} > 9", "timeout_s": 30},
-        {"op": "eval", "name": "rewind", "expr": f"(() => {{ const v = document.querySelector('video');"
-         f" v.currentTime = Math.max(v.seekable.start(0), {VIDEO_T} - 8); return v.currentTime; }})()"},
+        # back 8 s with the DVR bar, as a viewer would (the player then leaves them there)
+        {"op": "eval", "name": "rewind", "expr": f"(() => {{ const s = document.getElementById('seek');"
+         f" s.value = String(Math.max(Number(s.min), {VIDEO_T} - 8)); s.dispatchEvent(new Event('change'));"
+         f" return window.__rewound = Number(s.value); }})()"},
         {"op": "wait", "name": "behind", "expr": "document.getElementById('live-badge').classList.contains('behind')",
          "timeout_s": 10},
+        {"op": "wait", "name": "stays", "expr": f"{VIDEO_T} - window.__rewound > 3 && "
+         "document.getElementById('live-badge').classList.contains('behind')", "timeout_s": 15},
         {"op": "eval", "name": "golive", "expr": "document.getElementById('golive').click() || true"},
         {"op": "wait", "name": "live", "expr": "!document.getElementById('live-badge').classList.contains('behind')",
          "timeout_s": 10},

@@ -171,7 +171,7 @@
     const cfg = {
       lowLatencyMode: true, backBufferLength: 90, liveDurationInfinity: true, enableWorker: true,
       // drift back to the target latency (the playlist's PART-HOLD-BACK / HOLD-BACK) by playing slightly faster
-      maxLiveSyncPlaybackRate: 1.1,
+      maxLiveSyncPlaybackRate: 1.25,
     };
     const target = Number(params.get('target_latency'));
     if (target > 0) cfg.liveSyncDuration = target; // seconds behind the live edge, overriding the playlist
@@ -210,6 +210,13 @@
       bandwidthBps: () => hls.bandwidthEstimate || 0,
       liveEdge: () => (Number.isFinite(hls.liveSyncPosition) ? hls.liveSyncPosition : null),
       targetS: () => hls.targetLatency || 3,
+      // hls.js only speeds up within one target duration of its target; further behind it treats the
+      // position as DVR. A viewer who did not seek back is put back on the live position instead.
+      drift: () => {
+        const d = hls.latestLevelDetails;
+        if (!d || !d.live || !Number.isFinite(hls.latency) || !hls.targetLatency) return 0;
+        return hls.latency - hls.targetLatency - Math.max(2, 1.5 * d.targetduration);
+      },
     };
   }
 
@@ -248,6 +255,7 @@
       bandwidthBps: () => (player.getAverageThroughput('video') || 0) * 1000,
       liveEdge: () => null,
       targetS: () => player.getTargetLiveDelay() || 3,
+      drift: () => 0, // dash.js catches up by itself (liveCatchup)
     };
   }
 
@@ -280,7 +288,10 @@
     const e = engine && engine.liveEdge();
     return e !== null && e !== undefined ? e : (r ? Math.max(r[0], r[1] - (engine ? engine.targetS() : 3)) : null);
   }
+  let userBehind = false; // the viewer seeked into the DVR window: do not pull them back to live
+  let lastResync = 0;
   function goLive() {
+    userBehind = false;
     const e = liveEdge();
     if (e !== null) video.currentTime = e;
     if (video.paused) video.play();
@@ -291,7 +302,9 @@
   let dragging = false;
   const seek = $('seek');
   seek.addEventListener('input', () => { dragging = true; });
-  seek.addEventListener('change', () => { dragging = false; video.currentTime = Number(seek.value); });
+  seek.addEventListener('change', () => {
+    dragging = false; userBehind = true; video.currentTime = Number(seek.value);
+  });
 
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}`;
 
@@ -313,6 +326,12 @@
       if (fl.latencySamples.length > 2400) fl.latencySamples.shift();
     }
     fl.bufferS = bufferAhead();
+    if (!userBehind && !video.paused && fl.state === 'playing' && engine.drift() > 0 && now - lastResync > 10000) {
+      lastResync = now;
+      fl.resyncs = (fl.resyncs || 0) + 1;
+      const e = liveEdge();
+      if (e !== null && e > video.currentTime) video.currentTime = e;
+    }
     fl.bandwidthBps = engine.bandwidthBps();
     const r = seekableRange();
     const edge = liveEdge();
