@@ -104,6 +104,7 @@ class StreamPackager:
         self.unsaved = False  # state changed since the last checkpoint
         self._etags: dict[str, str] = {}  # manifests this process wrote: key -> etag
         self._dirty_chunks: set[tuple[str, int]] = set()  # (rendition, msn // CHUNK) changed since checkpoint
+        self._doomed: list[tuple[str, Segment]] = []  # left the window; deleted once no playlist names them
         self.last_segment_at = time.monotonic()
         self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0}
         for name, track in state.tracks.items():
@@ -346,7 +347,7 @@ class StreamPackager:
         wall_ms = wall_ms or int(time.time() * 1000)
         self.unsaved = True
         root = self.state.root
-        doomed: list[tuple[str, Segment]] = []
+        doomed = self._doomed  # kept on the packager: a flush retried after a store error still deletes them
         before = mpd.runs(self.state)
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
@@ -356,6 +357,7 @@ class StreamPackager:
             doomed += [(name, s) for s in gone]
         if doomed:
             self._keep_period_origin(before)
+        doomed_now = list(doomed)
         written = 0
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
@@ -379,9 +381,10 @@ class StreamPackager:
                             playlist.master_playlist(self.state, "dvr.m3u8"), wall_ms, announce=False)
             if self.write_mpd and not self.state.config.drm:
                 self._write_doc("mpd", f"{root}/manifest.mpd", mpd.render_mpd(self.state, wall_ms), wall_ms)
-        for name, seg in doomed:
-            self._delete_media(name, seg)
         self.dirty.clear()
+        for name, seg in doomed_now:
+            self._delete_media(name, seg)
+            doomed.remove((name, seg))
         return written
 
     def _keep_period_origin(self, before: list[mpd.Run]) -> None:
