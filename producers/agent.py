@@ -162,18 +162,20 @@ class IngestAgent:
                 raise AgentError(f"cannot listen on {spec.host}:{spec.port}: {exc}", EXIT_SOURCE) from exc
             log.info("rtmp listening", extra={"stream_id": self.cfg.stream_id, "port": self._gate.port})
             return DemuxSource(f"rtmp://127.0.0.1:{backend}/{spec.app}/ingest", self.stop, options={"listen": "1"},
-                               listen=True, normalize=norm, label=f"rtmp :{spec.port}", on_bad_input=bad)
+                               listen=True, normalize=norm, label=f"rtmp :{spec.port}", on_bad_input=bad,
+                               poke=("127.0.0.1", backend))
         if spec.kind == "srt":
             port = free_port()
             self._relay = SrtRelay(spec, port, self.stop).start()
             log.info("srt relay started", extra={"stream_id": self.cfg.stream_id, "port": spec.port})
             return DemuxSource(f"tcp://127.0.0.1:{port}?listen=1", self.stop, listen=True, normalize=norm,
-                               label=f"srt :{spec.port}", on_bad_input=bad)
+                               label=f"srt :{spec.port}", on_bad_input=bad, poke=("127.0.0.1", port))
         if spec.kind == "tcp":
             listen = spec.query.get("listen", "1") != "0"
             url = f"tcp://{spec.host}:{spec.port}" + ("?listen=1" if listen else "")
+            poke = ("127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host, spec.port) if listen else None
             return DemuxSource(url, self.stop, listen=True, normalize=norm, label=f"tcp :{spec.port}",
-                               on_bad_input=bad)
+                               on_bad_input=bad, poke=poke)
         if spec.kind == "udp":
             return DemuxSource(f"udp://{spec.host}:{spec.port}", self.stop, listen=True, normalize=norm,
                                label=f"udp :{spec.port}", on_bad_input=bad)
@@ -237,9 +239,7 @@ class IngestAgent:
         return self.stop.is_set() or (self.cfg.duration is not None and self.media_seconds >= self.cfg.duration - 1e-6)
 
     def _chunker_for(self, info: StreamInfo) -> GopChunker:
-        gop_ticks = info.gop_ticks
-        if gop_ticks is None and self.cfg.gop_seconds:
-            gop_ticks = None  # natural sources: learn from the feed, the flag only sets ours
+        gop_ticks = info.gop_ticks  # None for natural feeds: learnt from the feed (--gop-seconds sets ours)
         idr = None if info.produced_here else (lambda data, ls=info.length_size: h264.has_idr(data, ls))
         return GopChunker(
             self.cfg.stream_id, self.cfg.ingest_id, info.video, info.audio, info.time_base, info.audio_time_base,

@@ -283,6 +283,12 @@ class RtmpGate:
         finally:
             for s in (client, backend):
                 if s is not None:
+                    # shutdown first: a bare close() does not reach the peer while the other pump
+                    # thread is still blocked in recv() on this socket, and FFmpeg would wait forever
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
                     try:
                         s.close()
                     except OSError:

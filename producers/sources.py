@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -183,7 +184,7 @@ class DemuxSource:
     def __init__(self, url: str, stop: threading.Event, *, options: dict[str, str] | None = None,
                  listen: bool = False, pace: bool = False, loop: bool = False, normalize: Any = None,
                  open_timeout: float = 3.0, read_timeout: float = 10.0, label: str = "",
-                 on_bad_input: Callable[[str], None] | None = None) -> None:
+                 on_bad_input: Callable[[str], None] | None = None, poke: tuple[str, int] | None = None) -> None:
         self.url, self.stop = url, stop
         # live feeds: probe 1 s, not FFmpeg's default 5 s, so a pusher is on air quickly
         self.options = ({"analyzeduration": "1000000", "probesize": "1000000"} if listen else {}) | dict(options or {})
@@ -191,8 +192,33 @@ class DemuxSource:
         self.open_timeout, self.read_timeout, self.label = open_timeout, read_timeout, label or url
         self.on_bad_input = on_bad_input or (lambda reason: None)
         self.sessions_opened = 0
+        # A TCP/RTMP listener blocks in av.open until a pusher connects and the probe is done; a short
+        # open timeout would abort a pusher mid-probe. So it waits long, and on stop we "poke" the
+        # listening port ourselves: the empty connection fails the open at once and the loop sees stop.
+        self.poke = poke
+        if poke is not None:
+            self.open_timeout = max(self.open_timeout, 30.0)
+
+    def _poker(self, done: threading.Event) -> None:
+        self.stop.wait()
+        while not done.is_set():
+            try:
+                with socket.create_connection(self.poke, timeout=1):  # type: ignore[arg-type]
+                    pass
+            except OSError:
+                pass
+            done.wait(0.5)
 
     def sessions(self) -> Iterator[FeedSession]:
+        done = threading.Event()
+        if self.poke is not None:
+            threading.Thread(target=self._poker, args=(done,), name="listener-poke", daemon=True).start()
+        try:
+            yield from self._sessions()
+        finally:
+            done.set()
+
+    def _sessions(self) -> Iterator[FeedSession]:
         import av
 
         while not self.stop.is_set():
@@ -205,7 +231,7 @@ class DemuxSource:
             except (av.error.FFmpegError, OSError) as exc:
                 if not self.listen:
                     raise SourceError(f"cannot open {self.label}: {exc}") from exc
-                if _is_timeout(exc):
+                if _is_timeout(exc) or self.stop.is_set():
                     continue
                 log.warning("bad input on listener, listening again", extra={"source": self.label,
                                                                               "reason": str(exc)})
