@@ -78,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    from api.origin import PlaylistFastPath
+
+    app.add_middleware(PlaylistFastPath)  # innermost of ours: CORS and counting still apply
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or ["*"]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=["ETag", "Retry-After", "Content-Length"])

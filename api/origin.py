@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import metrics
 from api.llhls import BadBlockingRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
@@ -282,3 +282,29 @@ async def edge_authz(request: Request) -> Response:
         except (IndexError, ValueError):
             ttl = 1
     return Response(status_code=200, headers={"Cache-Control": f"max-age={ttl}"})
+
+
+_LIVE_PLAYLIST = re.compile(r"^/live/([a-z0-9][a-z0-9-]{0,99})/([a-z0-9][a-z0-9_-]{0,31})/playlist\.m3u8$")
+
+
+class PlaylistFastPath:
+    """Pure ASGI shortcut for GET /live/{id}/{rendition}/playlist.m3u8: the hot path of thousands of
+    blocked LL-HLS requests skips routing and FastAPI's endpoint machinery. Same handlers, same answers
+    as the routed endpoint (which still serves HEAD and documents the path in OpenAPI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        m = _LIVE_PLAYLIST.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        if m is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        sid, rendition = m.groups()
+        try:
+            record, token = authorize(request, "live", sid)
+            response = await _serve_media_playlist(request, "live", sid, rendition, "playlist.m3u8", record, token)
+        except HTTPException as exc:
+            response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        await response(scope, receive, send)
