@@ -30,6 +30,7 @@ from sinks.packager.state import (
     gap_segment,
     seg_from_row,
     seg_row,
+    stream_root,
 )
 
 log = logging.getLogger("floodlight.packager")
@@ -59,13 +60,17 @@ ManifestHook = Callable[[dict[str, Any]], None]
 CHUNK = 256  # segments per checkpoint chunk: a checkpoint rewrites only the chunks that changed
 
 
-def checkpoint_key(prefix: str, stream_id: str) -> str:
+def checkpoint_dir(prefix: str, stream_id: str) -> str:
     """Outside the served trees (live/, vod/): the api never exposes it."""
-    return f"packager/{prefix}/{stream_id}/state.json"
+    return f"packager/{stream_root(prefix, stream_id)}/"
+
+
+def checkpoint_key(prefix: str, stream_id: str) -> str:
+    return checkpoint_dir(prefix, stream_id) + "state.json"
 
 
 def chunk_key(prefix: str, stream_id: str, rendition: str, n: int) -> str:
-    return f"packager/{prefix}/{stream_id}/{rendition}/{n}.json"
+    return f"{checkpoint_dir(prefix, stream_id)}{rendition}/{n}.json"
 
 
 def validate_segment(rec: dict[str, Any]) -> None:
@@ -120,7 +125,7 @@ class StreamPackager:
         if obj is not None:
             state = StreamState.from_dict(json.loads(obj.data))
             head = checkpoint_key(prefix, stream_id)
-            for key in store.list(f"packager/{prefix}/{stream_id}/"):
+            for key in store.list(checkpoint_dir(prefix, stream_id)):
                 track = state.tracks.get(key.split("/")[-2]) if key != head else None
                 chunk = store.get(key) if track is not None else None
                 for row in json.loads(chunk.data) if chunk is not None else []:
@@ -449,6 +454,6 @@ class StreamPackager:
         for key in list(self.store.list(f"{self.state.root}/")):
             self.store.delete(key)
             n += 1
-        for key in list(self.store.list(f"packager/{self.state.prefix}/{self.state.stream_id}/")):
+        for key in list(self.store.list(checkpoint_dir(self.state.prefix, self.state.stream_id))):
             self.store.delete(key)
         return n

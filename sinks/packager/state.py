@@ -120,7 +120,7 @@ class StreamConfig:
 @dataclass
 class StreamState:
     stream_id: str
-    prefix: str = "live"  # "live" or "vod/<asset>": keys are {prefix}/{stream_id}/...
+    prefix: str = "live"  # "live" (keys live/{stream_id}/...) or "vod/<asset>" (keys vod/<asset>/...)
     base_gop: int | None = None  # gop_index of msn 0, fixed at the first GOP and persisted
     tracks: dict[str, Track] = field(default_factory=dict)
     cues: dict[str, CueEntry] = field(default_factory=dict)
@@ -139,7 +139,7 @@ class StreamState:
     # --- identity ---------------------------------------------------------------------------
     @property
     def root(self) -> str:
-        return f"{self.prefix}/{self.stream_id}"
+        return stream_root(self.prefix, self.stream_id)
 
     def msn_of(self, gop_index: int) -> int:
         if self.base_gop is None:
@@ -247,6 +247,11 @@ class StreamState:
         cues = {k: CueEntry(**v) for k, v in d.pop("cues").items()}
         config = StreamConfig(**d.pop("config"))
         return cls(tracks=tracks, cues=cues, config=config, **d)
+
+
+def stream_root(prefix: str, stream_id: str) -> str:
+    """Where a stream's objects live: `live/{stream_id}`, or `vod/{asset_id}` (the prefix) for a replay."""
+    return prefix if prefix.startswith("vod/") else f"{prefix}/{stream_id}"
 
 
 def starts_discontinuity(prev: Segment, seg: Segment) -> bool:

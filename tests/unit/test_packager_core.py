@@ -207,7 +207,7 @@ def test_vod_prefix_for_replay(tmp_path) -> None:
     for g in range(3):
         p.add(seg(g), now=0)
     p.end(vod=True)
-    text = store.get("vod/final-2026/s1/720p/playlist.m3u8").data.decode()
+    text = store.get("vod/final-2026/720p/playlist.m3u8").data.decode()  # the contract's vod/{asset_id}/ layout
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and "#EXT-X-ENDLIST" in text
     assert store.exists(checkpoint_key("vod/final-2026", "s1")) is False
     p.checkpoint()
