@@ -106,8 +106,22 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
                 break
         assert res is not None and res.returncode == 0, res.stderr
         wait_until(lambda: agent.stats.published >= 5, 20, what="GOPs from the SRT push")
+        # the relay exits with its caller; the agent restarts it and the next caller gets through
+        first = agent.stats.published
+        wait_until(lambda: agent._relay.restarts >= 1, 20, what="relay restarted")
+        again = None
+        for _ in range(3):
+            again = push(["-re", "-i", str(feed_file), "-t", "2", "-c", "copy", "-f", "mpegts",
+                          f"srt://127.0.0.1:{port}?mode=caller&streamid=venue-a"])
+            if again.returncode == 0:
+                break
+        assert again is not None and again.returncode == 0, again.stderr
+        wait_until(lambda: agent.stats.published > first, 20, what="GOPs from the second SRT caller")
     got = consume(isolated, agent.stats.published, timeout=20)
-    gops = sorted((g for _, g in got), key=lambda g: g["gop_index"])
+    every = sorted((g for _, g in got), key=lambda g: g["gop_index"])
+    assert {g["epoch"] for g in every} == {0, 1}  # the second caller restarted the timeline
+    gops = [g for g in every if g["epoch"] == 0]
+    assert len(gops) == first
     assert [g["gop_index"] for g in gops] == list(range(gops[0]["gop_index"], gops[0]["gop_index"] + len(gops)))
     assert (gops[0]["time_base_num"], gops[0]["time_base_den"]) == (1, 90000)  # MPEG-TS timeline
     for i, g in enumerate(gops):
