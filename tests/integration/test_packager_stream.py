@@ -174,7 +174,7 @@ def run(env: Settings, media: dict[int, list[dict[str, Any]]], tmp_path_factory)
     logf = tmp_path_factory.mktemp("logs") / "packager.log"
     pk = Packager(env, f"pkg-test-{uuid.uuid4().hex[:6]}", logf)
     pk.start()
-    result: dict[str, Any] = {"store": store, "env": env, "t0": t0, "log": logf}
+    result: dict[str, Any] = {"store": store, "env": env, "t0": t0, "log": logf, "packager": pk}
     try:
         bad = dict(media[0][0], rendition=dict(media[0][0]["rendition"], name="../etc"))
         producer.produce(env.topic("segments"), key=SID.encode(), value=b"\x00not avro")
@@ -391,3 +391,9 @@ def test_bad_input_dead_lettered_and_stream_goes_on(run: dict[str, Any]) -> None
     assert {d["error_class"] for d in mine} == {"schema", "invalid"}
     assert any("rendition name" in d["reason"] for d in mine) and all(d["value"] for d in mine)
     assert not run["store"].exists(f"live/{SID}/etc/playlist.m3u8")
+
+
+def test_sigterm_exits_cleanly(run: dict[str, Any]) -> None:
+    """Runs last: SIGTERM makes the packager commit, close and exit 0."""
+    assert run["packager"].stop() == 0
+    assert "packager stopped" in run["log"].read_text()
