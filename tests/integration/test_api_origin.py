@@ -80,7 +80,7 @@ class Origin:
         return self.srv.base_url
 
     def register(self, sid: str, **fields: Any) -> dict[str, Any]:
-        rec = new_stream_record(sid, f"stream {sid}", status="LIVE", latency_mode="LOW", **fields)
+        rec = new_stream_record(sid, f"stream {sid}", **{"status": "LIVE", "latency_mode": "LOW", **fields})
         publish_stream(self.producer, self.settings, rec)
         assert self.srv.ctx.registry.wait_for(lambda r: r is not None and r["updated_ms"] >= rec["updated_ms"],
                                               sid, 10)
@@ -372,3 +372,17 @@ def test_traversal_attempts_never_leave_the_store(origin: Origin) -> None:
         conn.close()
         assert res.status in (400, 403, 404), (path, res.status)
         assert b"root:" not in body
+
+
+def test_vod_assets_use_the_registry_record_and_its_token(origin: Origin) -> None:
+    origin.register("replay1", status="ENDED")
+    origin.store.put("vod/replay1/720p/playlist.m3u8", b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4.0,\n0.m4s\n"
+                     b"#EXT-X-ENDLIST\n")
+    origin.store.put("vod/replay1/720p/0.m4s", b"vod seg")
+    token = origin.token("replay1")
+    with httpx.Client(base_url=origin.url, timeout=10) as c:
+        pl = c.get("/vod/replay1/720p/playlist.m3u8", params={"token": token})
+        assert pl.status_code == 200 and f"0.m4s?token={token}" in pl.text
+        assert c.get("/vod/replay1/720p/0.m4s", params={"token": token}).content == b"vod seg"
+        assert c.get("/vod/replay1/720p/0.m4s").status_code == 403
+        assert c.get("/vod/replay1/720p/0.m4s", params={"token": origin.token("other")}).status_code == 403
