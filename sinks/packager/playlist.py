@@ -89,14 +89,14 @@ def _cue_tags(state: StreamState, cue: CueEntry, at: Segment, kind: str) -> list
     if kind == "out":
         out_hex = cue.scte35_hex or scte35.splice_insert(cue.splice_event_id, True, cue.duration_ms).hex()
         return [
-            f'#EXT-X-DATERANGE:ID="{cue.cue_id}",CLASS="urn:scte:scte35:2013:bin",START-DATE="{iso_ms(start_ms)}",'
+            f'#EXT-X-DATERANGE:ID="{cue.cue_id}",START-DATE="{iso_ms(start_ms)}",'
             f"PLANNED-DURATION={fmt(planned, 3)},SCTE35-OUT=0x{out_hex.upper()}",
             f"#EXT-X-CUE-OUT:DURATION={fmt(planned, 3)}",
         ]
     in_hex = scte35.splice_insert(cue.splice_event_id, False).hex()
     actual = max(0.0, (at.pdt_ms - start_ms) / 1000)
     return [
-        f'#EXT-X-DATERANGE:ID="{cue.cue_id}",CLASS="urn:scte:scte35:2013:bin",START-DATE="{iso_ms(start_ms)}",'
+        f'#EXT-X-DATERANGE:ID="{cue.cue_id}",START-DATE="{iso_ms(start_ms)}",'
         f'END-DATE="{iso_ms(at.pdt_ms)}",DURATION={fmt(actual, 3)},SCTE35-IN=0x{in_hex.upper()}',
         "#EXT-X-CUE-IN",
     ]
@@ -135,8 +135,11 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE, *, ordered: 
     segs = ordered if kind == DVR else live_window(state, track, ordered)
     final = state.ended or state.vod
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{VERSION}", f"#EXT-X-TARGETDURATION:{max(1, state.target_duration)}"]
-    parts_on = state.has_parts and not final
-    if not final:
+    # the DVR playlist is a plain sliding playlist: no blocking reload, parts or reports (the api only
+    # blocks on playlist.m3u8, so advertising CAN-BLOCK-RELOAD there would invite refused requests)
+    ll = not final and kind != DVR
+    parts_on = state.has_parts and ll
+    if ll:
         sc = f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={fmt(skip_until(state), 1)}"
         if parts_on:
             sc += f",PART-HOLD-BACK={fmt(3 * state.part_target, 3)}"
@@ -198,7 +201,7 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE, *, ordered: 
         prev = seg
     if parts_on:
         lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{segs[-1].msn + 1}.0.m4s"')
-    if not final:
+    if ll:
         lines += rendition_reports(state, name)
     if final:
         lines.append("#EXT-X-ENDLIST")

@@ -185,3 +185,10 @@ def test_master_playlist_attributes() -> None:
     media = pl.media[0]
     assert media.type == "AUDIO" and media.group_id == "aac" and media.uri == "audio/playlist.m3u8"
     assert media.channels == "2"
+
+
+def test_dvr_playlist_has_no_blocking_or_part_tags() -> None:
+    text = playlist.media_playlist(make_state(n=30), "720p", playlist.DVR)
+    for tag in ("#EXT-X-SERVER-CONTROL", "#EXT-X-PART", "#EXT-X-PRELOAD-HINT", "#EXT-X-RENDITION-REPORT"):
+        assert tag not in text
+    assert "#EXT-X-ENDLIST" not in text and check_media_playlist(text) == []
