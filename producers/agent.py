@@ -177,8 +177,9 @@ class IngestAgent:
             return DemuxSource(url, self.stop, listen=True, normalize=norm, label=f"tcp :{spec.port}",
                                on_bad_input=bad, poke=poke)
         if spec.kind == "udp":
+            # a quiet UDP feed ends its session after 3 s (and listening resumes), so stop is prompt too
             return DemuxSource(f"udp://{spec.host}:{spec.port}", self.stop, listen=True, normalize=norm,
-                               label=f"udp :{spec.port}", on_bad_input=bad)
+                               label=f"udp :{spec.port}", on_bad_input=bad, read_timeout=3.0)
         raise AgentError(f"unsupported source kind {spec.kind}", EXIT_USAGE)
 
     def _bad_input(self, kind_or_reason: str, reason: str | None = None) -> None:

@@ -310,7 +310,10 @@ class DemuxSource:
                             return
                     yield pkt, voff, aoff
             except (av.error.FFmpegError, OSError) as exc:
-                if _is_eof(exc):
+                if isinstance(exc, av.error.ExitError):  # the read timeout: the feed went quiet
+                    log.info("feed quiet: ending this session", extra={"source": self.label,
+                                                                        "read_timeout_s": self.read_timeout})
+                elif _is_eof(exc):
                     log.info("feed ended", extra={"source": self.label, "reason": str(exc)})
                 else:
                     log.warning("feed read error: ending this session", extra={"source": self.label,

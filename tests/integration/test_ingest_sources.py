@@ -154,3 +154,18 @@ def test_file_loop_keeps_timestamps_continuous(isolated: Settings, feed_file: Pa
     for a, b in zip(got, got[1:], strict=False):
         assert a["pts_start"] + a["duration"] == b["pts_start"]  # across the loop point too
     assert {g["epoch"] for g in got} == {0}
+
+
+def test_udp_mpegts_feed(isolated: Settings, feed_file: Path):
+    port = free_port()
+    cfg = AgentConfig("udp-t", f"udp://127.0.0.1:{port}", use_registry=False, status_interval=0)
+    with running(isolated, cfg) as agent:
+        def sent() -> bool:
+            res = push(["-re", "-i", str(feed_file), "-t", "3", "-c", "copy", "-f", "mpegts",
+                        f"udp://127.0.0.1:{port}?pkt_size=1316"])
+            return res.returncode == 0 and agent.stats.chunked >= 1
+
+        wait_until(sent, 40, interval=0, what="a UDP feed chunked")
+        wait_until(lambda: agent.stats.published >= 2, 20, what="GOPs from UDP")
+    got = consume(isolated, agent.stats.published, timeout=20)
+    assert all(decode_gop(g).first_is_key for _, g in got)
