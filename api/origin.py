@@ -34,6 +34,7 @@ RENDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 OBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(\.[0-9]{1,6})?\.(m4s|mp4|m3u8|vtt|aac)$")
 MEDIA_RE = re.compile(r"^([0-9]{1,12})(?:\.([0-9]{1,6}))?\.m4s$")
 KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ROOT_DOC_RE = re.compile(r"^(master(-[a-z0-9]{1,16})?\.m3u8|manifest\.mpd)$")
 NO_STORE = "no-store"
 SHORT_404 = "public, max-age=1"
 ANON_KEY_TOKEN_BUCKET_S = 60
@@ -108,7 +109,7 @@ async def _serve_document(request: Request, scope: str, sid: str, rendition: str
     obj = await ctx.hub.get(key, sid, doc_version_key)
     if obj is None:
         raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
-    if name.endswith(".m3u8") and name != "master.m3u8" and scope == "live":
+    if name.endswith(".m3u8") and rendition and scope == "live":
         if not ctx.hub.learned(sid, doc_version_key):
             ctx.hub.learn_from_playlist(sid, doc_version_key, obj.data.decode("utf-8", "replace"))
     sign_token = token
@@ -190,19 +191,18 @@ async def _serve_media_playlist(request: Request, scope: str, sid: str, renditio
 
 
 def _route(scope: str) -> None:
-    @router.get(f"/{scope}/{{sid}}/master.m3u8", tags=["playback"], summary=f"{scope}: HLS master playlist",
-                responses={403: {"description": "Missing, expired or foreign token"},
+    @router.get(f"/{scope}/{{sid}}/{{doc}}", tags=["playback"],
+                summary=f"{scope}: HLS master playlist (master.m3u8, master-dvr.m3u8) or DASH MPD (manifest.mpd)",
+                responses={400: {"description": "Malformed id or document name"},
+                           403: {"description": "Missing, expired or foreign token"},
                            404: {"description": "Unknown stream or not yet packaged"}})
-    async def master(sid: str, request: Request) -> Response:
+    async def document(sid: str, doc: str, request: Request) -> Response:
         _check_ids(scope, sid)
+        if not ROOT_DOC_RE.match(doc):
+            raise _bad("malformed document name")
         record, token = authorize(request, scope, sid)
-        return await _serve_document(request, scope, sid, "", "master.m3u8", record, token, "master")
-
-    @router.get(f"/{scope}/{{sid}}/manifest.mpd", tags=["playback"], summary=f"{scope}: DASH MPD")
-    async def mpd(sid: str, request: Request) -> Response:
-        _check_ids(scope, sid)
-        record, token = authorize(request, scope, sid)
-        return await _serve_document(request, scope, sid, "", "manifest.mpd", record, token, "mpd")
+        version_key = "mpd" if doc.endswith(".mpd") else doc.removesuffix(".m3u8")
+        return await _serve_document(request, scope, sid, "", doc, record, token, version_key)
 
     @router.get(f"/{scope}/{{sid}}/{{rendition}}/{{name}}", tags=["playback"],
                 summary=f"{scope}: media playlist (LL-HLS: _HLS_msn, _HLS_part, _HLS_skip), init, segment, part",

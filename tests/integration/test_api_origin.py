@@ -386,3 +386,16 @@ def test_vod_assets_use_the_registry_record_and_its_token(origin: Origin) -> Non
         assert c.get("/vod/replay1/720p/0.m4s", params={"token": token}).content == b"vod seg"
         assert c.get("/vod/replay1/720p/0.m4s").status_code == 403
         assert c.get("/vod/replay1/720p/0.m4s", params={"token": origin.token("other")}).status_code == 403
+
+
+def test_root_documents(origin: Origin) -> None:
+    origin.register("docs", public=True)
+    origin.store.put("live/docs/master.m3u8", MASTER.encode())
+    origin.store.put("live/docs/master-dvr.m3u8", MASTER.replace("playlist.m3u8", "dvr.m3u8").encode())
+    origin.store.put("live/docs/manifest.mpd", b'<MPD><SegmentTemplate media="720p/$Number$.m4s"/></MPD>')
+    with httpx.Client(base_url=origin.url, timeout=10) as c:
+        assert "720p/dvr.m3u8" in c.get("/live/docs/master-dvr.m3u8").text
+        mpd = c.get("/live/docs/manifest.mpd")
+        assert mpd.status_code == 200 and mpd.headers["content-type"] == "application/dash+xml"
+        assert c.get("/live/docs/other.m3u8").status_code == 400
+        assert c.get("/live/docs/master-x.m3u8").status_code == 404
