@@ -174,7 +174,7 @@ def test_player_switches_down_under_throttling_and_back_up(demo: DemoRun) -> Non
         {"op": "throttle", "kbps": 450, "latency_ms": 20},
         {"op": "wait", "name": "down", "expr": f"{LEVEL} !== '360p' && {LEVEL}", "timeout_s": 45},
         {"op": "unthrottle"},
-        {"op": "wait", "name": "up", "expr": f"{LEVEL} === '360p' && {LEVEL}", "timeout_s": 45},
+        {"op": "wait", "name": "up", "expr": f"{LEVEL} === '360p' && {LEVEL}", "timeout_s": 75},
     ])
     assert res["ok"], summary(res)
     assert res["state"]["errors"] == []
