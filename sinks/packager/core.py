@@ -322,14 +322,18 @@ class StreamPackager:
         """Snap pending cue starts/ends to segment boundaries once the boundary segment exists."""
         if all(c.in_msn is not None for c in self.state.cues.values()):
             return
-        known: dict[int, int] = {}
+        pending = [c for c in self.state.cues.values() if c.in_msn is None]
+        lo = min(c.after_msn if c.out_msn is None else c.out_msn for c in pending)
+        hi = max((t.last_msn for t in self.state.tracks.values()), default=-1)
+        known: dict[int, int] = {}  # msn -> PDT, only from where a pending cue can land
         for t in self.state.tracks.values():
-            for m, s in t.segments.items():
-                if not s.gap:
+            for m in range(lo, hi + 1):
+                s = t.segments.get(m)
+                if s is not None and not s.gap:
                     known.setdefault(m, s.pdt_ms)
         if not known:
             return
-        for cue in self.state.cues.values():
+        for cue in pending:
             if cue.out_msn is None:
                 cands = [m for m, pdt in known.items() if m >= cue.after_msn and pdt >= cue.start_ms - 5]
                 if cands:
