@@ -58,7 +58,7 @@ def _num(value: Any) -> float | None:
     if value is None:
         return None
     value = float(value)
-    return None if value != value else round(value, 3)
+    return None if value != value else round(value, 6)
 
 
 def _shape(row: dict[str, Any]) -> dict[str, Any]:

@@ -188,6 +188,8 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         broker_commit_interval=settings.qoe_commit_interval_s,
         stream_buffer_maxsize=max(4096, settings.qoe_batch_rows * 2),
         broker_max_poll_records=2000,
+        broker_session_timeout=10.0,  # a killed member is replaced within seconds, not faust's default 60 s
+        broker_heartbeat_interval=1.0,
         producer_acks=-1,
         table_cleanup_interval=3600.0,
         key_serializer="json",  # the sessions table; the beacon topic overrides with raw bytes

@@ -121,7 +121,8 @@ def test_aggregates_merge_late_rows_into_their_minute(db):
     data = rows(600)
     clickhouse.insert_raw(db, {k: v[:300] for k, v in data.items()}, "a")
     clickhouse.insert_raw(db, {k: v[300:] for k, v in data.items()}, "b")  # "late" rows for the same minutes
-    got = db.query("SELECT toUnixTimestamp(minute), uniqCombined64Merge(sessions), sum(beacons), quantilesMerge(0.5, 0.95)(latency_q) "
+    got = db.query("SELECT toUnixTimestamp(minute), uniqCombined64Merge(sessions), sum(beacons), "
+                   "quantilesMerge(0.5, 0.95)(latency_q) "
                    "FROM qoe_minute GROUP BY minute ORDER BY minute").result_rows
     assert [r[2] for r in got] == [300, 300]  # i % 120 seconds -> two minutes
     assert all(r[1] == 50 for r in got)
