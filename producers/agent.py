@@ -161,6 +161,10 @@ class IngestAgent:
             except OSError as exc:
                 raise AgentError(f"cannot listen on {spec.host}:{spec.port}: {exc}", EXIT_SOURCE) from exc
             log.info("rtmp listening", extra={"stream_id": self.cfg.stream_id, "port": self._gate.port})
+            if self.record is not None and not any(e.get("stream_key_hash") for e in
+                                                   self.record.get("ingest_endpoints", [])) and spec.key is None:
+                log.warning("no stream key registered for this stream: every push will be refused",
+                            extra={"stream_id": self.cfg.stream_id})
             return DemuxSource(f"rtmp://127.0.0.1:{backend}/{spec.app}/ingest", self.stop, options={"listen": "1"},
                                listen=True, normalize=norm, label=f"rtmp :{spec.port}", on_bad_input=bad,
                                poke=("127.0.0.1", backend))
@@ -232,6 +236,12 @@ class IngestAgent:
             print(f"floodlight ingest: {exc}", file=sys.stderr)
             log.error("source failed", extra={"stream_id": self.cfg.stream_id, "reason": str(exc)})
             code = EXIT_SOURCE
+        except FeedProblem as exc:  # refused before the first packet (codec, no video)
+            self.stats.bad_input("refused_feed")
+            self.refusals.append(str(exc))
+            print(f"floodlight ingest: feed refused: {exc}", file=sys.stderr)
+            log.error("feed refused: %s", exc, extra={"stream_id": self.cfg.stream_id})
+            code = EXIT_REFUSED
         finally:
             self._finish(status)
         return code

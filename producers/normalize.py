@@ -72,40 +72,50 @@ class Normalizer:
     def run(self, packets: Iterator[tuple[Any, int, int]]) -> Iterator[Any]:
         import av
 
-        from producers.sources import ParamsChange
-
         for pkt, voff, aoff in packets:
             now_ms = _now_ms()
+            is_video = pkt.stream is self.vs
+            dec = self.vdec if is_video else self.adec
+            if dec is None:
+                continue
             try:
-                if pkt.stream is self.vs:
-                    frames = self.vdec.decode(_packet(pkt, voff))
-                elif self.adec is not None:
-                    frames = self.adec.decode(_packet(pkt, aoff))
-                else:
-                    continue
+                frames = dec.decode(_packet(pkt, voff if is_video else aoff))
             except av.error.FFmpegError as exc:
                 log.warning("undecodable packet skipped", extra={"reason": str(exc), "kind": pkt.stream.type})
                 continue
-            for fr in frames:
-                if pkt.stream is self.vs:
-                    if (fr.width - fr.width % 2, fr.height - fr.height % 2) != (self.venc.width, self.venc.height):
-                        yield from self.venc.flush()
-                        old = f"{self.venc.width}x{self.venc.height}"
-                        self.venc = self._encoder(fr.width, fr.height)
-                        self._next_boundary = None
-                        yield ParamsChange(self.venc.params(), self.aenc.params() if self.aenc else None,
-                                           f"resolution {old} -> {self.venc.width}x{self.venc.height}")
-                    yield from self._video(fr, now_ms)
-                else:
-                    yield from self._audio(fr)
+            yield from self._frames(frames, is_video, now_ms)
+        # drain the decoders (frames held for reordering), then the encoders
+        for dec, is_video in ((self.vdec, True), (self.adec, False)):
+            if dec is not None:
+                try:
+                    yield from self._frames(dec.decode(None), is_video, _now_ms())
+                except av.error.FFmpegError:
+                    pass
         yield from self.venc.flush()
         if self.aenc is not None:
             yield from self.aenc.encode(None)
 
+    def _frames(self, frames: list[Any], is_video: bool, now_ms: int) -> Iterator[Any]:
+        from producers.sources import ParamsChange
+
+        for fr in frames:
+            if not is_video:
+                yield from self._audio(fr)
+                continue
+            if (fr.width - fr.width % 2, fr.height - fr.height % 2) != (self.venc.width, self.venc.height):
+                yield from self.venc.flush()
+                old = f"{self.venc.width}x{self.venc.height}"
+                self.venc = self._encoder(fr.width, fr.height)
+                self._next_boundary = None
+                yield ParamsChange(self.venc.params(), self.aenc.params() if self.aenc else None,
+                                   f"resolution {old} -> {self.venc.width}x{self.venc.height}")
+            yield from self._video(fr, now_ms)
+
     def _video(self, fr: Any, now_ms: int) -> list[MediaPacket]:
         if fr.pts is None:
             return []
-        pts90 = int(Fraction(fr.pts) * fr.time_base * 90000) if fr.time_base else int(fr.pts)
+        tb = fr.time_base or self.vs.time_base  # frames drained at the end carry no time base
+        pts90 = int(Fraction(fr.pts) * tb * 90000)
         if self._last_pts90 is not None and pts90 <= self._last_pts90:
             return []  # duplicate/out-of-order frame after decode: x264 needs increasing pts
         self._last_pts90 = pts90
@@ -124,7 +134,7 @@ class Normalizer:
         if fr.pts is None:
             return []
         if self._next_sample is None:
-            self._next_sample = int(Fraction(fr.pts) * fr.time_base * SAMPLE_RATE)
+            self._next_sample = int(Fraction(fr.pts) * (fr.time_base or self.aus.time_base) * SAMPLE_RATE)
         out: list[MediaPacket] = []
         for r in self.resampler.resample(fr):
             self._pending.append(r.to_ndarray())

@@ -240,9 +240,13 @@ class DemuxSource:
             self.sessions_opened += 1
             try:
                 session = self._session(container)
-            except FeedProblem:
+            except FeedProblem as exc:
                 container.close()
-                raise
+                if not self.listen:
+                    raise
+                log.warning("feed refused: %s", exc, extra={"source": self.label})
+                self.on_bad_input(f"feed refused: {exc}")
+                continue
             except Exception as exc:  # noqa: BLE001 - e.g. no video stream: refuse this feed, keep listening
                 container.close()
                 if not self.listen:

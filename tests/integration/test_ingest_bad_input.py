@@ -44,7 +44,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                      "-x264-params", "keyint=300:min-keyint=300")
     open_gop = make(d / "open.ts", "320x240", 4, "-preset", "veryfast", "-bf", "3", "-x264-params",
                     "open-gop=1:keyint=30:min-keyint=30:scenecut=0", "-f", "mpegts")
-    return {"ts": ts, "switch": switch, "trunc": trunc, "irregular": irregular, "open": open_gop}
+    hevc = d / "hevc.mp4"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *[a.format(size="320x240") for a in LAVFI],
+                    "-t", "2", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error",
+                    "-c:a", "aac", "-ac", "2", str(hevc)], check=True, timeout=60)
+    return {"ts": ts, "switch": switch, "trunc": trunc, "irregular": irregular, "open": open_gop, "hevc": hevc}
 
 
 def run_to_end(settings: Settings, cfg: AgentConfig) -> tuple[int, IngestAgent]:
@@ -137,3 +141,16 @@ def test_open_gops_are_refused_by_name_and_normalize_fixes_them(isolated: Settin
     code, agent = run_to_end(isolated, AgentConfig("norm-open", f"file:{media['open']}", normalize=True,
                                                    gop_seconds=1.0, use_registry=False, status_interval=0))
     assert code == EXIT_OK and agent.stats.published >= 4
+
+
+def test_other_codecs_are_refused_by_name_and_normalize_re_encodes_them(isolated: Settings,
+                                                                        media: dict[str, Path]):
+    code, agent = run_to_end(isolated, AgentConfig("bad-hevc", f"file:{media['hevc']}", use_registry=False,
+                                                   status_interval=0))
+    assert code == EXIT_REFUSED and "hevc, not H.264" in agent.refusals[-1]
+    code, agent = run_to_end(isolated, AgentConfig("norm-hevc", f"file:{media['hevc']}", normalize=True,
+                                                   gop_seconds=1.0, use_registry=False, status_interval=0))
+    assert code == EXIT_OK
+    got = sorted((g for _, g in consume(isolated, agent.stats.published, timeout=20)), key=lambda g: g["gop_index"])
+    assert [g["video"]["codec"] for g in got] == ["h264", "h264"]
+    assert [decode_gop(g).frames for g in got] == [30, 30]  # every source frame, drained decoder included
