@@ -218,26 +218,29 @@ def test_thousand_waiters_cost_one_store_read_and_one_render(origin: Origin) -> 
     def count(m: Any) -> float:
         return m._value.get() if hasattr(m, "_value") else m.labels("playlist")._value.get()
 
-    async def scenario() -> list[httpx.Response]:
-        limits = httpx.Limits(max_connections=300)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as ac:
-            url = f"{origin.url}/live/{sid}/720p/playlist.m3u8"
-            tasks = [asyncio.create_task(ac.get(url, params={"_HLS_msn": 3, "_HLS_part": 1, "token": token}))
-                     for _ in range(300)]
-            await asyncio.to_thread(wait_until, lambda: metrics.BLOCKED._value.get() >= 300, 20, 0.01,
-                                    "300 requests held")
-            reads0, renders0 = count(metrics.STORE_READS), count(metrics.PLAYLIST_RENDERS)
-            await asyncio.to_thread(origin.write, sid, "720p", 0, 3, 2, announce=False)
-            await asyncio.to_thread(origin.announce, sid, "720p", 3, 1)
-            out = await asyncio.gather(*tasks)
-            scenario.deltas = (count(metrics.STORE_READS) - reads0, count(metrics.PLAYLIST_RENDERS) - renders0)
-            return out
+    from bench.origin import fetch_many
+
+    host, port = origin.url.removeprefix("http://").split(":")
+    path = f"/live/{sid}/720p/playlist.m3u8?_HLS_msn=3&_HLS_part=1&token={token}"
+    deltas: list[float] = []
+
+    async def scenario() -> list[tuple[int, dict[str, str], bytes, float]]:
+        base = metrics.BLOCKED._value.get()
+        task = asyncio.ensure_future(fetch_many(host, int(port), path, 1000))
+        await asyncio.to_thread(wait_until, lambda: metrics.BLOCKED._value.get() - base >= 1000, 30, 0.01,
+                                "1000 requests held")
+        reads0, renders0 = count(metrics.STORE_READS), count(metrics.PLAYLIST_RENDERS)
+        await asyncio.to_thread(origin.write, sid, "720p", 0, 3, 2, announce=False)
+        await asyncio.to_thread(origin.announce, sid, "720p", 3, 1)
+        out = await task
+        deltas.extend([count(metrics.STORE_READS) - reads0, count(metrics.PLAYLIST_RENDERS) - renders0])
+        return out
 
     responses = asyncio.run(scenario())
-    assert {r.status_code for r in responses} == {200}
-    assert len({r.content for r in responses}) == 1
-    assert all(f"token={token}" in r.text for r in responses[:1])
-    assert scenario.deltas == (1, 1), scenario.deltas
+    assert [r[0] for r in responses] == [200] * 1000
+    assert len({r[2] for r in responses}) == 1
+    assert f"3.1.m4s?token={token}".encode() in responses[0][2]
+    assert deltas == [1, 1], deltas
     assert hub.version(sid, "720p") == 2
 
 
