@@ -154,6 +154,13 @@ def test_file_loop_keeps_timestamps_continuous(isolated: Settings, feed_file: Pa
     for a, b in zip(got, got[1:], strict=False):
         assert a["pts_start"] + a["duration"] == b["pts_start"]  # across the loop point too
     assert {g["epoch"] for g in got} == {0}
+    from prometheus_client import REGISTRY
+
+    labels = {"stream_id": "loop-t", "ingest_id": "primary"}
+    assert REGISTRY.get_sample_value("floodlight_ingest_gops_total", labels) == 9
+    assert REGISTRY.get_sample_value("floodlight_ingest_bytes_total", labels) > 0
+    assert REGISTRY.get_sample_value("floodlight_ingest_publish_latency_seconds_count", labels) == 9
+    assert REGISTRY.get_sample_value("floodlight_ingest_input_bitrate_bps", labels) > 0
 
 
 def test_udp_mpegts_feed(isolated: Settings, feed_file: Path):
