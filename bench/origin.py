@@ -8,6 +8,7 @@
    Anchor: the same clients' latency for a plain GET of an existing playlist in the same run.
 2. Playlist requests/s through the nginx edge (cached, max-age=1) vs the same nginx serving the same
    playlist file statically: ratio edge/static, in one run.
+3. QoE beacons accepted/s by one api process (batches of 100) vs validate+encode+produce in-process.
 Needs the local stack's broker (./run stack up).
 """
 
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "api_block_timeout_s": 60.0})  # hold is not what is measured
     apply_topics(s)
     try:
-        wake = run_wake(s, args.clients, args.rounds)
+        wake = run_wake(s, args.clients, args.rounds, tmp)
         rps = run_rps(s, tmp, args.rps_seconds, args.rps_concurrency)
+        beacons = run_beacons(s, args.rps_seconds, 8)
     finally:
         drop_topics(s)
     print(f"wake-up after ManifestUpdate, {args.clients} blocked clients x {args.rounds} rounds: "
@@ -119,8 +121,13 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 {wake['anchor_p50']:.1f} ms p99 {wake['anchor_p99']:.1f} ms; "
           f"ratio p99 wake/anchor {wake['p99'] / max(wake['anchor_p99'], 0.001):.2f})")
     print(f"  api notified (packager clock -> api loop): p50 {wake['notify_p50']:.1f} ms")
+    print(f"  through the nginx edge (one origin request, the herd waits on proxy_cache_lock): "
+          f"p50 {wake['edge_p50']:.1f} ms  p99 {wake['edge_p99']:.1f} ms")
     print(f"playlist req/s: edge (proxy_cache) {rps['edge']:.0f}/s  vs nginx static {rps['static']:.0f}/s  "
           f"ratio {rps['edge'] / rps['static']:.2f}  (direct api, uncached: {rps['api']:.0f}/s)")
+    print(f"beacons accepted/s through POST /api/v1/qoe/beacons (batches of 100): {beacons['api']:.0f}/s  vs "
+          f"validate+encode+produce in-process {beacons['anchor']:.0f}/s  "
+          f"ratio {beacons['api'] / beacons['anchor']:.2f}")
     return 0
 
 
@@ -164,7 +171,7 @@ def _playlist(msn: int, parts: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def run_wake(s: object, clients: int, rounds: int) -> dict[str, float]:
+def run_wake(s: object, clients: int, rounds: int, tmp_dir: Path) -> dict[str, float]:
     from api import metrics
     from schemas import codec
 
@@ -173,6 +180,7 @@ def run_wake(s: object, clients: int, rounds: int) -> dict[str, float]:
     lat: list[float] = []
     notify: list[float] = []
     anchor: list[float] = []
+    edge_lat: list[float] = []
     try:
         msn, part, version = 10, 0, 0
         last_publish = [0.0]
@@ -208,6 +216,32 @@ def run_wake(s: object, clients: int, rounds: int) -> dict[str, float]:
             # anchor: the same number of clients fetching the (now existing) playlist without blocking
             t0, got = _results(clients_in_subprocess(srv.port, "/live/bench/720p/playlist.m3u8", clients))
             anchor += [(done - t0) * 1000 for _s, done in got]
+        # the same herd through the nginx edge: one origin request, nginx serves the rest from its cache
+        from api.edge import start_edge
+        from api.server import free_port
+
+        edge_port = free_port()
+        edge = start_edge(s, port=edge_port, origin=f"127.0.0.1:{srv.port}", prefix=tmp_dir / "wake-edge")  # type: ignore[arg-type]
+        try:
+            time.sleep(0.5)  # nginx start-up (bench only)
+            for _ in range(rounds):
+                nxt = part + 1
+                path = f"/live/bench/720p/playlist.m3u8?_HLS_msn={msn}&_HLS_part={nxt}"
+                base_blocked = metrics.BLOCKED._value.get()
+                proc = clients_in_subprocess(edge_port, path, clients)
+                t_end = time.monotonic() + 60
+                while metrics.BLOCKED._value.get() - base_blocked < 1 and time.monotonic() < t_end:
+                    time.sleep(0.02)
+                time.sleep(2.0)  # bench only: let the rest of the herd reach nginx's cache lock
+                publish(msn, nxt)
+                sent = time.time() - (time.monotonic() - last_publish[0])
+                _start, results = _results(proc)
+                assert all(r[0] == 200 for r in results), {r[0] for r in results}
+                edge_lat += [(done - sent) * 1000 for _s, done in results]
+                part = nxt
+        finally:
+            edge.terminate()
+            edge.wait(10)
         buckets = metrics.WAKE_LATENCY.collect()[0].samples
         total = next(x.value for x in buckets if x.name.endswith("_count"))
         half = [x for x in buckets if x.name.endswith("_bucket") and x.value >= total / 2]
@@ -216,7 +250,8 @@ def run_wake(s: object, clients: int, rounds: int) -> dict[str, float]:
         srv.stop()
     return {"p50": statistics.median(lat), "p99": pct(lat, 99), "max": max(lat),
             "anchor_p50": statistics.median(anchor), "anchor_p99": pct(anchor, 99),
-            "notify_p50": notify[0] if notify else float("nan")}
+            "notify_p50": notify[0] if notify else float("nan"),
+            "edge_p50": statistics.median(edge_lat), "edge_p99": pct(edge_lat, 99)}
 
 
 async def _hammer(port: int, path: str, seconds: float, concurrency: int) -> float:
@@ -252,6 +287,74 @@ def _rps_in_subprocess(port: int, path: str, seconds: float, concurrency: int) -
             f"print(asyncio.run(_hammer({port}, {path!r}, {seconds}, {concurrency})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+async def _post_beacons(port: int, seconds: float, concurrency: int) -> float:
+    """Keep-alive POSTs of 100-beacon batches (sessions spread so no rate limit applies); accepted beacons/s."""
+    import json
+
+    accepted = 0
+    end = time.monotonic() + seconds
+
+    async def worker(w: int) -> None:
+        nonlocal accepted
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = 0
+        try:
+            while time.monotonic() < end:
+                now = int(time.time() * 1000)
+                batch = [{"event_time": now, "stream_id": "bench", "session_id": f"w{w}-{(i + k) % 5000}",
+                          "device_type": "web", "quality": "720p", "latency_ms": 2000, "bitrate_kbps": 4000,
+                          "bytes_downloaded": 125000, "watch_ms": 10000} for k in range(100)]
+                i += 100
+                body = json.dumps({"beacons": batch}).encode()
+                writer.write(b"POST /api/v1/qoe/beacons HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
+                                  if ln.lower().startswith(b"content-length:")))
+                reply = json.loads(await reader.readexactly(length))
+                accepted += reply["accepted"]
+        finally:
+            writer.close()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return accepted / (time.monotonic() - t0)
+
+
+def run_beacons(s: object, seconds: float, concurrency: int) -> dict[str, float]:
+    """Accepted beacons/s through POST /api/v1/qoe/beacons vs validating + encoding + producing the same
+    beacons in-process with no HTTP (the anchor): what the HTTP layer costs."""
+    from api.beacons import BeaconSink, validate_beacon
+
+    srv, _producer, _store = _fixture(s)
+    try:
+        code = ("import asyncio; from bench.origin import _post_beacons; "
+                f"print(asyncio.run(_post_beacons({srv.port}, {seconds}, {concurrency})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        api_rate = float(out.stdout.strip().splitlines()[-1])
+    finally:
+        srv.stop()
+    sink = BeaconSink(s)  # type: ignore[arg-type]
+    n = 0
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < seconds:
+            now = int(time.time() * 1000)
+            for k in range(100):
+                raw = {"event_time": now, "stream_id": "bench", "session_id": f"a-{(n + k) % 5000}",
+                       "device_type": "web", "quality": "720p", "latency_ms": 2000, "bitrate_kbps": 4000,
+                       "bytes_downloaded": 125000, "watch_ms": 10000}
+                try:
+                    sink.send(validate_beacon(raw))
+                except BufferError:
+                    sink.producer.poll(0.01)
+            n += 100
+        anchor = n / (time.monotonic() - t0)
+    finally:
+        sink.close()
+    return {"api": api_rate, "anchor": anchor}
 
 
 def run_rps(s: object, tmp: Path, seconds: float, concurrency: int) -> dict[str, float]:
