@@ -95,7 +95,7 @@ class StreamPackager:
 
     def __init__(self, store: ObjectStore, state: StreamState, *, keys: KeyProvider | None = None,
                  gap_deadline_s: float = 3.0, on_manifest: ManifestHook | None = None,
-                 write_mpd: bool = True) -> None:
+                 write_mpd: bool = True, dvr_every_s: float = 4.0) -> None:
         if not PREFIX_RE.match(state.prefix) or not STREAM_RE.match(state.stream_id):
             raise ValueError(f"invalid prefix/stream {state.prefix!r}/{state.stream_id!r}")
         self.store = store
@@ -104,6 +104,10 @@ class StreamPackager:
         self.gap_deadline_s = gap_deadline_s
         self.on_manifest = on_manifest
         self.write_mpd = write_mpd
+        # dvr.m3u8 spans the whole window (thousands of lines): rewritten once per dvr_every_s of media,
+        # not per segment; DVR viewers are behind the live edge anyway (bench/packager.py)
+        self.dvr_every_s = dvr_every_s
+        self._dvr_at: dict[str, int] = {}  # rendition -> end (PDT ms) of the newest segment in dvr.m3u8
         self.buffers: dict[str, ReorderBuffer[Held]] = {}
         self.dirty: set[str] = set()
         self.unsaved = False  # state changed since the last checkpoint
@@ -377,8 +381,13 @@ class StreamPackager:
             text = playlist.media_playlist(self.state, name, playlist.LIVE, **kw)
             self._put_doc(f"{root}/{name}/playlist-skip.m3u8",
                           playlist.media_playlist(self.state, name, playlist.SKIP, **kw).encode())
-            self._put_doc(f"{root}/{name}/dvr.m3u8",
-                          playlist.media_playlist(self.state, name, playlist.DVR, **kw).encode())
+            newest = ordered[-1]
+            final = self.state.ended or self.state.vod
+            purged = any(n == name for n, _ in doomed)  # the old dvr.m3u8 names objects about to go
+            if final or purged or newest.end_ms - self._dvr_at.get(name, -10**15) >= self.dvr_every_s * 1000:
+                self._put_doc(f"{root}/{name}/dvr.m3u8",
+                              playlist.media_playlist(self.state, name, playlist.DVR, **kw).encode())
+                self._dvr_at[name] = newest.end_ms
             etag, changed = self._put_doc(f"{root}/{name}/playlist.m3u8", text.encode())
             written += 1
             if changed:
@@ -395,6 +404,17 @@ class StreamPackager:
             self._delete_media(name, seg)
             doomed.remove((name, seg))
         return written
+
+    def refresh_dvr(self) -> int:
+        """Bring every lagging dvr.m3u8 up to the newest segment (the sink calls this once per commit)."""
+        n = 0
+        for name, track in self.state.tracks.items():
+            if track.segments and track.segments[track.last_msn].end_ms > self._dvr_at.get(name, -10**15):
+                self._put_doc(f"{self.state.root}/{name}/dvr.m3u8",
+                              playlist.media_playlist(self.state, name, playlist.DVR).encode())
+                self._dvr_at[name] = track.segments[track.last_msn].end_ms
+                n += 1
+        return n
 
     def _keep_period_origin(self, before: list[mpd.Run]) -> None:
         """The DVR window moved: remember where the first DASH Period began (its id and start stay)."""

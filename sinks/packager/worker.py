@@ -280,6 +280,7 @@ class PackagerWorker:
             if only is not None and self.partition_of.get(sid) not in only:
                 continue
             self._retry_store(pkg.flush, sid)
+            self._retry_store(pkg.refresh_dvr, sid)
             if pkg.unsaved:
                 self._retry_store(pkg.checkpoint, sid)
         self.producer.flush(10)

@@ -56,7 +56,9 @@ def test_member_killed_streams_continue_on_the_other(isolated: Settings, small_m
                    what="msn 15 everywhere after the takeover")
         survivor = members[1 - victim].log.read_text()
         assert moved <= owned(survivor)  # the survivor opened (resumed) every stream the victim had
-        for sid in STREAMS:
+        for sid in STREAMS:  # dvr.m3u8 follows within a commit interval
+            wait_until(lambda sid=sid: "15.m4s" in store.get(f"live/{sid}/180p/dvr.m3u8").data.decode(), 10,
+                       what=f"{sid} dvr.m3u8 at msn 15")
             pl = m3u8.loads(store.get(f"live/{sid}/180p/dvr.m3u8").data.decode())
             assert pl.media_sequence == 0 and [x.uri for x in pl.segments] == [f"{i}.m4s" for i in range(16)], sid
             assert "#EXT-X-GAP" not in pl.dumps()

@@ -75,6 +75,7 @@ def test_packager_on_s3_sets_metadata_and_deletes(s3_endpoint: str, aws_env: Non
     for g in range(12):
         p.add(dict(seg(g), stream_id="s3s"), now=0)
         p.flush(1_795_000_100_000)
+    p.refresh_dvr()
     p.checkpoint()
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
     head = s3.head_object(Bucket="media", Key="origin/live/s3s/720p/11.m4s")

@@ -274,3 +274,14 @@ def test_store_failure_mid_release_loses_nothing(tmp_path) -> None:
     p.flush(T0)
     assert [s.uri for s in playlist_of(store).segments] == ["0.m4s", "1.m4s", "2.m4s", "3.m4s"]
     assert all(store.get(f"live/s1/720p/{m}.m4s").data == seg(m)["data"] for m in range(4))
+
+
+def test_dvr_playlist_rewritten_per_interval_and_refreshed(tmp_path) -> None:
+    p, store, _ = pkg(tmp_path)
+    for g in range(10):  # 1 s segments, a flush each: dvr.m3u8 is rewritten every 4 s of media
+        p.add(seg(g), now=0)
+        p.flush(T0)
+    listed = len(playlist_of(store, kind="dvr").segments)
+    assert listed < 10 and 10 - listed < 4 and len(playlist_of(store).segments) == 10
+    assert p.refresh_dvr() == 1
+    assert len(playlist_of(store, kind="dvr").segments) == 10
