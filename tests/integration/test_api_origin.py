@@ -120,8 +120,8 @@ class Origin:
 
 
 @pytest.fixture
-def origin(isolated: Settings) -> Iterator[Origin]:
-    s = isolated.model_copy(update={"stack_dir": isolated.stack_dir, "api_block_timeout_s": 0.0})
+def origin(isolated: Settings, tmp_path: Any) -> Iterator[Origin]:
+    s = isolated.model_copy(update={"stack_dir": tmp_path / "stack", "api_block_timeout_s": 0.0})  # keys here
     store = open_store(s.resolved_store_url())
     with BackgroundServer(s) as srv:
         yield Origin(s, srv, store, make_producer(s), {})

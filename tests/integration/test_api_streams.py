@@ -21,9 +21,10 @@ BRIEF_KEYS = {"stream_id", "title", "status", "started_at", "playback_url", "drm
 
 
 @pytest.fixture
-def api(isolated: Settings) -> Iterator[tuple[Settings, BackgroundServer]]:
-    with BackgroundServer(isolated) as srv:
-        yield isolated, srv
+def api(isolated: Settings, tmp_path: Any) -> Iterator[tuple[Settings, BackgroundServer]]:
+    s = isolated.model_copy(update={"stack_dir": tmp_path / "stack"})
+    with BackgroundServer(s) as srv:
+        yield s, srv
 
 
 def _auth(s: Settings, **kw: Any) -> dict[str, str]:

@@ -29,7 +29,8 @@ VIEWERS = 1000
 def edge(isolated: Settings, tmp_path: Any) -> Iterator[tuple[Origin, str]]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    isolated = isolated.model_copy(update={"api_block_timeout_s": 15.0})  # generous hold on a loaded machine
+    isolated = isolated.model_copy(update={"api_block_timeout_s": 15.0,  # generous hold on a loaded machine
+                                           "stack_dir": tmp_path / "stack"})
     with BackgroundServer(isolated) as srv:
         port = free_port()
         proc = start_edge(isolated, port=port, origin=f"127.0.0.1:{srv.port}", prefix=tmp_path / "edge")
