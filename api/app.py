@@ -99,8 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
             if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
-                continue
-            raise
+                continue  # not written (yet): the api runs without it
+            log.exception("optional router failed to import; serving without it", extra={"module": modname})
+            continue
+        except Exception:  # noqa: BLE001 - a broken add-on must not take playback down
+            log.exception("optional router failed to import; serving without it", extra={"module": modname})
+            continue
         app.include_router(mod.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
