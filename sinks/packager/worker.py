@@ -106,13 +106,26 @@ class PackagerWorker:
             self.consumed.pop(p, None)
         STREAMS.set(len(self.streams))
 
+    def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        """Partitions taken away without a revoke (session timed out): another member may own the
+        streams already, so drop them without writing a checkpoint over the new owner's."""
+        lost = {p.partition for p in parts}
+        log.warning("partitions lost", extra={"partitions": sorted(lost)})
+        for sid in [s for s, p in self.partition_of.items() if p in lost]:
+            self.streams.pop(sid, None)
+            self.partition_of.pop(sid, None)
+        for p in lost:
+            self.consumed.pop(p, None)
+        STREAMS.set(len(self.streams))
+
     # --- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
         self.registry.start()
         self.registry.wait_caught_up(30)
         consumer = self.consumer = make_consumer(self.settings, self.group)
         cues = self._cue_consumer()
-        consumer.subscribe([self.settings.topic("segments")], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe([self.settings.topic("segments")], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
         log.info("packager started", extra={"group": self.group, "store": self.settings.resolved_store_url()})
         try:
             while not self._stop.is_set():
@@ -161,8 +174,10 @@ class PackagerWorker:
         try:
             cue = codec.decode(msg.value(), expect="Cue")
         except codec.CodecError as exc:
+            # every member re-reads all cues on each start: a DeadLetter here would repeat per member and
+            # restart, so a bad cue is counted and logged (the api validates cues before producing them)
             DLQ.labels("bad_cue").inc()
-            dead_letter(self.producer, self.settings, msg, reason=str(exc), error_class="schema", stage="packager")
+            log.warning("undecodable cue skipped", extra={"reason": str(exc), "offset": msg.offset()})
             return
         self.cues.setdefault(cue["stream_id"], {})[cue["cue_id"]] = cue
         pkg = self.streams.get(cue["stream_id"])
