@@ -7,6 +7,7 @@ test a database of its own.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import clickhouse_connect
 import pytest
@@ -138,3 +139,16 @@ def test_analyst_queries_are_read_only_in_the_engine_too(db):
         clickhouse.run_read_only(db, "INSERT INTO stream_analytics (stream_id) VALUES ('x')")
     with pytest.raises(Exception, match="(?i)readonly"):
         db.query("SELECT * FROM file('/etc/hostname', 'LineAsString')", settings=clickhouse.READ_SETTINGS)
+
+
+def test_the_readme_queries_run(db):
+    clickhouse.migrate(db)
+    clickhouse.insert_raw(db, rows(200), "readme")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## QoE analytics", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    statements = [s.strip() for s in block.split(";") if s.strip()]
+    assert len(statements) == 2
+    for sql in statements:
+        result = db.query(sql.replace("'demo'", "'ipl-2024-mi-vs-csk'").replace(
+            "event_time > now() - INTERVAL 1 HOUR", "event_time > 0")).result_rows
+        assert result, sql
