@@ -35,7 +35,7 @@ MAX_RENDERS_PER_VERSION = 256
 class _Rendition:
     state: PlaylistState | None = None
     version: int = 0
-    changed: asyncio.Future[None] | None = None
+    changed: asyncio.Event | None = None  # set (and replaced) by the next update
     updated_monotonic: float = 0.0
     learned: bool = False  # target durations read from the playlist itself
 
@@ -94,8 +94,8 @@ class PlaylistHub:
         r.updated_monotonic = time.monotonic()
         if received_ms and written:
             metrics.WAKE_LATENCY.observe(max(0.0, (received_ms - written) / 1000))
-        if r.changed is not None and not r.changed.done():
-            r.changed.set_result(None)
+        if r.changed is not None:
+            r.changed.set()  # one notification wakes every waiter of this rendition
         r.changed = None
 
     def learn_from_playlist(self, stream_id: str, rendition: str, text: str) -> PlaylistState | None:
@@ -122,10 +122,12 @@ class PlaylistHub:
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
-                if r.changed is None or r.changed.done():
-                    r.changed = asyncio.get_running_loop().create_future()
+                if r.changed is None:
+                    r.changed = asyncio.Event()
+                changed = r.changed
                 try:
-                    await asyncio.wait_for(asyncio.shield(r.changed), left)
+                    async with asyncio.timeout(left):
+                        await changed.wait()
                 except TimeoutError:
                     return False
             return True
