@@ -285,3 +285,51 @@ def test_dvr_playlist_rewritten_per_interval_and_refreshed(tmp_path) -> None:
     assert listed < 10 and 10 - listed < 4 and len(playlist_of(store).segments) == 10
     assert p.refresh_dvr() == 1
     assert len(playlist_of(store, kind="dvr").segments) == 10
+
+
+class CheckingStore(DirectoryStore):
+    """Checks DESIGN §3.4 at every write: a playlist names only objects already stored, and no object is
+    deleted while a stored playlist still names it."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.problems: list[str] = []
+        self.playlists: dict[str, str] = {}
+
+    def put(self, key: str, data: bytes, **kw: Any) -> str:
+        if key.endswith(".m3u8") and "master" not in key:
+            base = key.rsplit("/", 1)[0]
+            self.problems += [f"{key}: {p}" for p in check_media_playlist(
+                data.decode(), lambda uri: self.exists(f"{base}/{uri}"))]
+            self.playlists[key] = data.decode()
+        elif key.endswith("master.m3u8"):
+            base = key.rsplit("/", 1)[0]
+            for uri in m3u8.loads(data.decode()).playlists:
+                if not self.exists(f"{base}/{uri.uri}"):
+                    self.problems.append(f"{key} names {uri.uri} before it exists")
+        return super().put(key, data, **kw)
+
+    def delete(self, key: str) -> None:
+        name = key.rsplit("/", 1)[1]
+        for pkey, text in self.playlists.items():
+            if pkey.rsplit("/", 1)[0] == key.rsplit("/", 1)[0] and (f"\n{name}\n" in text or f'"{name}"' in text):
+                self.problems.append(f"deleted {key} while {pkey} names it")
+        super().delete(key)
+
+
+def test_media_before_playlists_and_no_deletion_under_a_playlist(tmp_path) -> None:
+    store = CheckingStore(tmp_path / "store")
+    p = StreamPackager.open(store, "s1", config=StreamConfig(latency_mode="LOW", live_window_s=8, dvr_window_s=12,
+                                                             drm=True, key_rotation_segments=3),
+                            keys=open_key_provider(tmp_path / "stack"), gap_deadline_s=1.0)
+    now = 0.0
+    for g in list(range(0, 20)) + [21, 20] + list(range(23, 40)):  # 20/21 swapped, 22 never comes
+        now += 0.5
+        p.add(seg(g), now=now)
+        p.add(seg(g, "audio", media="AUDIO"), now=now)
+        p.tick(now)
+        p.flush(T0)
+    p.refresh_dvr()
+    p.end()
+    assert p.stats["gaps"] == 2 and p.stats["deleted"] > 0
+    assert store.problems == []
