@@ -97,6 +97,10 @@ server {{
     proxy_pass http://fl_origin;
     proxy_cache fl_media;
     proxy_cache_key $request_uri;
+    # while one request refreshes an expired playlist, the others get the previous copy (<= 1 s old)
+    # instead of queueing on the lock (nginx re-checks a cache lock only every 500 ms)
+    proxy_cache_use_stale updating;
+    proxy_cache_background_update on;
     proxy_cache_lock on;
     proxy_cache_lock_timeout {LOCK_TIMEOUT_S}s;
     proxy_cache_lock_age {LOCK_TIMEOUT_S}s;
