@@ -1,8 +1,10 @@
-"""Real players on the packager's output: hls.js and dash.js (Debian chromium) play across a gap.
+"""Real players on the packager's output: hls.js and dash.js (Debian chromium) play across a gap,
+and hls.js plays an AES-128 stream with rotating keys.
 
 Real encoder output (testsrc 640x360 -> transcode_gop, two rungs + audio) is packaged by the core with
 GOP 4 missing (published as a gap, then the event ended), served by a plain HTTP server. hls.js must
-skip the EXT-X-GAP segment and dash.js the Period boundary the gap makes; both must play past it.
+skip the EXT-X-GAP segment and dash.js the Period boundary the gap makes; both must play past it. The
+same media packaged encrypted (key every 3 segments) plays in hls.js with keys from /keys/{id}/{kid}.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from floodlight.keystore import open_key_provider
 from floodlight.objectstore import DirectoryStore
 from sinks.packager.core import StreamPackager
 from sinks.packager.state import StreamConfig
@@ -32,7 +35,7 @@ PAGE = """<html><body><video id=v muted autoplay></video>
 const v = document.getElementById('v'); window.fl = {errors: []};
 if (location.search.includes('hls')) {
   const h = new Hls(); h.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) window.fl.errors.push(d.details); });
-  h.loadSource('/live/p/master.m3u8'); h.attachMedia(v);
+  h.loadSource(location.search.includes('aes') ? '/live/e/master.m3u8' : '/live/p/master.m3u8'); h.attachMedia(v);
 } else {
   const d = dashjs.MediaPlayer().create(); d.on('error', (e) => window.fl.errors.push(String(e.error && e.error.code)));
   d.initialize(v, '/live/p/manifest.mpd', true);
@@ -46,19 +49,29 @@ def origin(tmp_path_factory) -> Iterator[str]:
     from producers.testsrc import generate_gops
 
     root = tmp_path_factory.mktemp("players")
+    keys = open_key_provider(root.parent / f"{root.name}-keys")
     pkg = StreamPackager.open(DirectoryStore(root), "p", config=StreamConfig(latency_mode="LOW"))
+    enc = StreamPackager.open(DirectoryStore(root), "e", keys=keys,
+                              config=StreamConfig(latency_mode="LOW", drm=True, key_rotation_segments=3))
     for i, g in enumerate(generate_gops("p", 10, gop_seconds=1.0, start_ms=int(time.time() * 1000) - 10_000)):
-        if i != 4:
-            for r in transcode_gop(g, LADDER, preset="ultrafast", part_seconds=1 / 3):
+        for r in transcode_gop(g, LADDER, preset="ultrafast", part_seconds=1 / 3):
+            enc.add(dict(r, stream_id="e"), now=0)
+            if i != 4:
                 pkg.add(r, now=0)
     pkg.tick(now=1e9)  # the deadline for GOP 4 has passed: it becomes a gap
     pkg.end()
+    enc.end()
     assert pkg.stats["gaps"] == 3  # one per rendition: 360p, 180p, audio
+    assert b"METHOD=AES-128" in DirectoryStore(root).get("live/e/360p/playlist.m3u8").data
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server API
             body = None
-            if self.path.startswith("/page"):
+            if self.path.startswith("/keys/"):
+                _, _, sid, kid = self.path.split("/")
+                ck = keys.get(sid, kid)
+                body = ck.key if ck else None
+            elif self.path.startswith("/page"):
                 body = PAGE.encode()
             elif self.path in LIBS:
                 body = (NM / LIBS[self.path]).read_bytes()
@@ -82,7 +95,7 @@ def origin(tmp_path_factory) -> Iterator[str]:
     srv.shutdown()
 
 
-@pytest.mark.parametrize("player", ["hls", "dash"])
+@pytest.mark.parametrize("player", ["hls", "dash", "hls-aes"])
 def test_player_plays_across_the_gap(origin: str, player: str) -> None:
     res = run_browser([
         {"op": "goto", "url": f"{origin}/page?{player}"},
