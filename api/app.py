@@ -29,7 +29,7 @@ from api.beacons import BeaconSink, SessionRateLimiter
 from api.hub import ManifestFollower, PlaylistHub
 from api.tokens import PlaybackSigner
 from floodlight.keystore import KeyProvider, open_key_provider
-from floodlight.objectstore import ObjectStore, StoredObject, open_store
+from floodlight.objectstore import ObjectStore, StoredObject, StoreError, open_store
 from floodlight.registry import RegistryView
 from floodlight.settings import Settings, get_settings
 
@@ -84,6 +84,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or ["*"]
     app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
                        allow_headers=["*"], expose_headers=["ETag", "Retry-After", "Content-Length"])
+
+    @app.exception_handler(StoreError)
+    async def _store_down(request: Request, exc: StoreError) -> JSONResponse:
+        log.warning("object store error", extra={"path": request.url.path, "error": str(exc)})
+        return JSONResponse({"detail": "object store unavailable, retry"}, 503,
+                            headers={"Retry-After": "1", "Cache-Control": "no-store"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

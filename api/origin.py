@@ -24,7 +24,7 @@ from api import metrics
 from api.llhls import BadBlockingRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
 from api.rewrite import sign_mpd, sign_playlist
 from api.tokens import TokenError
-from floodlight.objectstore import StoredObject
+from floodlight.objectstore import StoredObject, StoreError
 from floodlight.registry import STREAM_ID_RE
 
 log = logging.getLogger("api.origin")
@@ -312,4 +312,8 @@ class PlaylistFastPath:
             response = await _serve_media_playlist(request, "live", sid, rendition, "playlist.m3u8", record, token)
         except HTTPException as exc:
             response = JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        except StoreError as exc:
+            log.warning("object store error", extra={"stream_id": sid, "error": str(exc)})
+            response = JSONResponse({"detail": "object store unavailable, retry"}, 503,
+                                    headers={"Retry-After": "1", "Cache-Control": NO_STORE})
         await response(scope, receive, send)
