@@ -168,8 +168,8 @@ class StreamState:
 
     @property
     def has_parts(self) -> bool:
-        """LL-HLS tags only when the newest segments really come in parts."""
-        if self.part_target <= 0:
+        """LL-HLS part tags: low-latency streams whose newest segments really come in parts."""
+        if self.part_target <= 0 or self.config.latency_mode != "LOW":
             return False
         for t in self.tracks.values():
             last = t.segments.get(t.last_msn)

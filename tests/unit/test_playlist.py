@@ -192,3 +192,14 @@ def test_dvr_playlist_has_no_blocking_or_part_tags() -> None:
     for tag in ("#EXT-X-SERVER-CONTROL", "#EXT-X-PART", "#EXT-X-PRELOAD-HINT", "#EXT-X-RENDITION-REPORT"):
         assert tag not in text
     assert "#EXT-X-ENDLIST" not in text and check_media_playlist(text) == []
+
+
+def test_standard_latency_lists_no_parts_but_keeps_blocking_and_skip() -> None:
+    st = make_state(n=30, seg_s=4.0, parts=4)
+    st.config.latency_mode = "STANDARD"
+    text = playlist.media_playlist(st, "720p")
+    for tag in ("#EXT-X-PART-INF", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT", "PART-HOLD-BACK", "LAST-PART"):
+        assert tag not in text
+    sc = attrs(next(x for x in text.splitlines() if x.startswith("#EXT-X-SERVER-CONTROL")))
+    assert sc == {"CAN-BLOCK-RELOAD": "YES", "CAN-SKIP-UNTIL": "24.0", "HOLD-BACK": "12.0"}
+    assert check_media_playlist(text) == []
