@@ -139,7 +139,9 @@ class PlaylistHub:
         version = self.version(stream_id, rendition)
         now = time.monotonic()
         c = self._cache.get(key)
-        if c is not None and c.version == version and (version > 0 or now - c.loaded_at < UNVERSIONED_TTL_S):
+        failed = c is not None and c.task.done() and c.task.exception() is not None
+        if c is not None and not failed and c.version == version and (
+                version > 0 or now - c.loaded_at < UNVERSIONED_TTL_S):
             return await asyncio.shield(c.task)
         task = asyncio.ensure_future(self._read(key))
         self._cache[key] = _Cached(version, now, task)

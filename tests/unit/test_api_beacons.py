@@ -51,3 +51,4 @@ def test_rate_limiter_allows_a_burst_then_the_rate() -> None:
     now[0] += 0.1  # one token back at 10/s
     assert rl.allow("a")
     assert not rl.allow("a")
+
