@@ -33,3 +33,30 @@ def test_hub_reads_once_per_version_and_retries_a_failed_read() -> None:
         assert len(calls) == 2  # the failure was not cached; 50 concurrent readers shared one read
 
     asyncio.run(scenario())
+
+
+def test_one_update_wakes_every_waiter_and_unsatisfied_ones_time_out() -> None:
+    import asyncio
+
+    from api.hub import PlaylistHub
+    from api.llhls import BlockRequest
+
+    async def never(key: str) -> None:
+        raise AssertionError("no read expected")
+
+    async def scenario() -> tuple[list[bool], bool]:
+        hub = PlaylistHub(never)
+        hub.on_update({"stream_id": "s", "rendition": "r", "msn": 4, "part": 0, "version": 1, "etag": "x",
+                       "written_wallclock_ms": 0, "ended": False})
+        waiters = [asyncio.ensure_future(hub.wait_for("s", "r", BlockRequest(4, 1), 5.0)) for _ in range(100)]
+        late = asyncio.ensure_future(hub.wait_for("s", "r", BlockRequest(6, 0), 0.2))
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiters)
+        hub.on_update({"stream_id": "s", "rendition": "r", "msn": 4, "part": 1, "version": 2, "etag": "y",
+                       "written_wallclock_ms": 0, "ended": False})
+        woke = await asyncio.wait_for(asyncio.gather(*waiters), 1.0)
+        return woke, await late
+
+    woke, late = asyncio.run(scenario())
+    assert woke == [True] * 100
+    assert late is False
