@@ -173,7 +173,8 @@ class Supervisor:
         log = open(self.log_dir / f"{spec.name}.log", "ab")  # noqa: SIM115 - owned by the child
         env = {**os.environ, **spec.env}
         proc = subprocess.Popen(spec.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=Path(__file__).resolve().parent.parent)
+                                start_new_session=True, cwd=Path(__file__).resolve().parent.parent,
+                                preexec_fn=_die_with_parent)
         log.close()
         self.children.append((spec, proc))
         return proc
@@ -205,6 +206,17 @@ class Supervisor:
             if proc.poll() is None:
                 proc.wait(5)
         return {spec.name: proc.returncode for spec, proc in self.children}
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the demo itself is killed (Linux PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
