@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from api import metrics
-from api.llhls import BadBlockingRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
+from api.llhls import BadBlockingRequest, BlockRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
 from api.rewrite import sign_mpd, sign_playlist
 from api.tokens import TokenError
 from floodlight.objectstore import StoredObject, StoreError
@@ -144,8 +144,6 @@ async def _serve_media(request: Request, scope: str, sid: str, rendition: str, n
         m = MEDIA_RE.match(name)
         state = ctx.hub.state(sid, rendition)
         if m and state is not None and not state.ended:
-            from api.llhls import BlockRequest
-
             req = BlockRequest(int(m.group(1)), int(m.group(2)) if m.group(2) else None)
             nearby = req.msn is not None and state.last_complete_msn < req.msn <= state.msn + 1
             if nearby and not satisfied(state, req):
