@@ -1,11 +1,11 @@
 """The QoE Faust app: floodlight.qoe beacons -> ClickHouse raw rows + one-minute aggregates, live viewers.
 
-One agent takes the beacon stream in batches (by size or time). A batch is decoded, checked and
-turned into columns in a worker thread, inserted as ONE block (the engine's materialized view
-folds the same block into the AggregatingMergeTree `qoe_minute`, so raw and aggregate never
-disagree and late beacons merge into their minute), and only then acknowledged: Faust commits
-offsets of acknowledged events only. Live viewers are a Faust table ((stream, partition) -> {session: last seen}),
-changelogged to Kafka every few seconds so a restart restores it, counted every 2 s.
+Beacons come in through a batch consumer thread (processors/qoe/consumer.py says why not a Faust
+agent): a batch (by size or time) is decoded, checked and inserted as ONE block (the engine's
+materialized view folds the same block into the AggregatingMergeTree `qoe_minute`, so raw and
+aggregate never disagree and late beacons merge into their minute), and only then are its offsets
+committed. The Faust side keeps the live viewers: a table ((stream, partition) -> {session: last
+seen}), changelogged to Kafka every few seconds so a restart restores it, counted every 2 s.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import threading
 import time
 import weakref
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -30,6 +30,7 @@ from floodlight.kafka import dead_letter, make_producer
 from floodlight.registry import RegistryView
 from floodlight.settings import Settings
 from processors.qoe.batch import Batch, advance, already_stored
+from processors.qoe.consumer import BeaconConsumer
 from processors.qoe.decode import decode_beacon
 from processors.qoe.validate import Limits, check
 from processors.qoe.viewers import count, group_sightings, merge, prune
@@ -65,13 +66,11 @@ class QoeService:
         self.registry = registry or RegistryView(settings)
         self.client = clickhouse.connect(settings)
         self.db_lock = threading.Lock()  # one chDB session per process: serialise writer and readers
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="qoe-batch")
         self.dlq = make_producer(settings, **{"linger.ms": 50})
         self.watermarks: dict[int, int] = {}
         self.watermarks_stale = True
         self.viewers: dict[str, int] = {}
         self.viewers_updated_ms = 0
-        self.last_event_by_partition: dict[int, Any] = {}
 
     def start(self) -> None:
         with self.db_lock:
@@ -83,7 +82,7 @@ class QoeService:
         if not self.registry.wait_caught_up(60):
             raise RuntimeError("stream registry did not catch up within 60 s")
 
-    # --- the batch path (runs in the worker thread) ------------------------------------------
+    # --- the batch path (runs in the intake thread) ------------------------------------------
 
     def process(self, items: list[tuple[bytes | None, bytes | None, int, int, int]]) -> BatchResult:
         """items: (key, value, partition, offset, accept_ms). Insert what is new and plausible."""
@@ -165,13 +164,19 @@ class QoeService:
         return self.viewers.get(stream_id, 0)
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
         self.dlq.flush(10)
         self.registry.stop()
 
 
+class _PartitionEvent:
+    """Stands in for Faust's "current event": a table write is changelogged to this partition."""
+
+    def __init__(self, topic: str, partition: int) -> None:
+        self.message = SimpleNamespace(topic=topic, partition=partition)
+
+
 def build_app(settings: Settings, service: QoeService) -> faust.App:
-    """The Faust app; its id (and so its consumer group and changelog topics) follows the topic prefix."""
+    """The Faust app; its id (and so its consumer groups and changelog topics) follows the topic prefix."""
     app_id = f"{settings.topic_prefix}qoe"
     datadir = settings.stack_dir / "faust" / app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -184,56 +189,55 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=1_000_000,  # commits follow the interval (only acked = inserted offsets)
-        broker_commit_interval=settings.qoe_commit_interval_s,
-        stream_buffer_maxsize=max(4096, settings.qoe_batch_rows * 2),
-        broker_max_poll_records=2000,
         broker_session_timeout=10.0,  # a killed member is replaced within seconds, not faust's default 60 s
         broker_heartbeat_interval=1.0,
         producer_acks=-1,
         table_cleanup_interval=3600.0,
-        key_serializer="json",  # the sessions table; the beacon topic overrides with raw bytes
+        key_serializer="json",
         value_serializer="json",
     )
-    topic = app.topic(service.topic, key_type=bytes, value_type=bytes, key_serializer="raw",
-                      value_serializer="raw", internal=False)
     viewers = app.Table("viewers", default=None, partitions=settings.topic_partitions)
     window_ms = int(settings.qoe_viewer_window_s * 1000)
     persisted_ms: dict[str, int] = {}
+    partition_events = [_PartitionEvent(service.topic, p) for p in range(settings.topic_partitions)]
 
-    def persist(key: str, state: dict[str, int], event: Any, now_ms: int) -> None:
-        """Write a key's state to the changelog, on the partition of `event` (Faust's table contract)."""
-        _current_event.set(weakref.ref(event))
+    def persist(key: str, state: dict[str, int], now_ms: int) -> None:
+        """Write a key's state to the table (and its changelog, on the key's source partition)."""
+        partition = int(key.rsplit("|", 1)[1])
+        _current_event.set(weakref.ref(partition_events[partition]))  # type: ignore[arg-type]
         try:
             viewers[key] = state
         finally:
             _current_event.set(None)
         persisted_ms[key] = now_ms
 
-    @app.agent(topic)
-    async def beacons(stream: faust.StreamT) -> None:
+    def on_batch(result: BatchResult) -> None:
+        """On the event loop, after a batch was inserted: fold its sightings into the viewers table."""
+        now_ms = int(time.time() * 1000)
+        for key, sightings in group_sightings(result.sightings, now_ms).items():
+            state = viewers.get(key)
+            fresh = state is None
+            if fresh:
+                state = {}
+            merge(state, sightings)
+            if fresh or now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
+                prune(state, now_ms - window_ms)
+                persist(key, state, now_ms)
+
+    def revoked() -> None:
+        service.watermarks_stale = True
+
+    @app.task
+    async def intake() -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(settings.qoe_batch_rows, within=settings.qoe_batch_seconds):
-            items = [(e.message.key, e.message.value, e.message.partition, e.message.offset,
-                      int((e.message.timestamp or time.time()) * 1000)) for e in events]
-            by_partition = {e.message.partition: e for e in events}
-            service.last_event_by_partition.update(by_partition)
-            t0 = time.perf_counter()
-            result = await loop.run_in_executor(service.pool, service.process, items)
-            t1 = time.perf_counter()
-            now_ms = int(time.time() * 1000)
-            for key, sightings in group_sightings(result.sightings, now_ms).items():
-                state = viewers.get(key)
-                fresh = state is None
-                if fresh:
-                    state = {}
-                merge(state, sightings)
-                if fresh or now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
-                    prune(state, now_ms - window_ms)
-                    persist(key, state, by_partition[int(key.rsplit("|", 1)[1])], now_ms)
-            log.debug("batch done", extra={"events": len(items), "process_s": round(t1 - t0, 3),
-                                           "table_s": round(time.perf_counter() - t1, 3)})
-            # take_events acknowledges the batch when we ask for the next one: after the insert.
+        consumer = BeaconConsumer(settings, service.process, lambda r: loop.call_soon_threadsafe(on_batch, r),
+                                  revoked, group_id=f"{app_id}-beacons").start()
+        try:
+            await asyncio.to_thread(consumer.join)
+            log.error("beacon intake ended", extra={"error": repr(consumer.error)})
+            await app.crash(consumer.error or RuntimeError("beacon intake ended"))
+        finally:
+            await asyncio.to_thread(consumer.stop)
 
     @app.timer(interval=2.0)
     async def count_viewers() -> None:
@@ -244,17 +248,8 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         service.viewers_updated_ms = now_ms
         VIEWERS.set(sum(counts.values()))
         for key, state in list(viewers.items()):
-            partition = int(key.rsplit("|", 1)[1])
-            event = service.last_event_by_partition.get(partition)
-            if state and event is not None and now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
+            if state and now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
                 prune(state, horizon)
-                persist(key, state, event, now_ms)
+                persist(key, state, now_ms)
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-        service.watermarks_stale = True
-        for tp in revoked:
-            service.last_event_by_partition.pop(tp.partition, None)
-
-    app.qoe_agent = beacons  # keep references for tests/introspection
     return app

@@ -95,10 +95,13 @@ def bad_beacons(now_ms: int) -> tuple[list[bytes], dict[str, int]]:
 def produce(settings: Settings, values: list[tuple[bytes, bytes]]) -> None:
     p = make_producer(settings, **{"linger.ms": 20})
     topic = settings.topic("qoe")
-    for i, (key, value) in enumerate(values):
-        p.produce(topic, key=key, value=value)
-        if i % 20_000 == 0:
-            p.poll(0)
+    for key, value in values:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                p.poll(0.5)
     assert p.flush(60) == 0
 
 
