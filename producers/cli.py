@@ -48,4 +48,12 @@ def ingest_cmd(
     cfg = AgentConfig(stream_id=stream, source=source, ingest_id=ingest_id, normalize=normalize,
                       gop_seconds=gop_seconds, duration=duration, use_registry=not no_registry,
                       status_interval=status_interval, preset=preset)
-    raise typer.Exit(IngestAgent(s, cfg, stop).run())
+    # capture runs on a worker thread: a signal handler only runs on the main thread, and never while
+    # it is blocked inside FFmpeg (av.open waiting for a pusher), so the main thread just waits
+    agent = IngestAgent(s, cfg, stop)
+    result: list[int] = []
+    worker = threading.Thread(target=lambda: result.append(agent.run()), name="ingest-capture")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+    raise typer.Exit(result[0] if result else 1)
