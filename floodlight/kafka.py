@@ -29,6 +29,8 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "compression.type": "none",  # media does not compress; spare the CPU
         "message.timeout.ms": 120_000,
+        # Reconnect quickly after a broker restart (librdkafka backs off up to 10 s by default).
+        "reconnect.backoff.max.ms": 1000,
     }
     conf.update(overrides)
     return conf
@@ -47,6 +49,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
         "max.poll.interval.ms": 300_000,
+        "reconnect.backoff.max.ms": 1000,
     }
     conf.update(overrides)
     return conf

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from floodlight.kafka import consumer_config
 from floodlight.settings import Settings
@@ -138,13 +138,26 @@ class RegistryView:
             except Exception:  # noqa: BLE001 - a listener must not stop the view
                 log.exception("registry listener failed")
 
+    def _partitions(self, consumer: Consumer, topic: str) -> list[int] | None:
+        """The topic's partitions; waits out a broker that is down or restarting (None when stopped)."""
+        while not self._stop.is_set():
+            try:
+                md = consumer.list_topics(topic, timeout=5)
+                if topic in md.topics and md.topics[topic].partitions:
+                    return sorted(md.topics[topic].partitions)
+            except KafkaException as exc:
+                log.warning("registry: broker not reachable yet", extra={"error": str(exc)})
+            self._stop.wait(1.0)
+        return None
+
     def _run(self) -> None:
         topic = self.settings.topic("streams")
         consumer = Consumer(consumer_config(self.settings, group_id="registry-view-unused",
                                             **{"enable.partition.eof": True, "log_level": 3}))
         try:
-            md = consumer.list_topics(topic, timeout=30)
-            parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
+            parts = self._partitions(consumer, topic)
+            if parts is None:
+                return
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
             eof: set[int] = set()
             while not self._stop.is_set():

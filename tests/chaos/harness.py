@@ -67,17 +67,17 @@ class Watcher(threading.Thread):
         self.violations: list[str] = []
         self.history: list[tuple[float, int]] = []  # (monotonic, last listed msn)
         self._seen: dict[str, tuple[int, int, str]] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.last_msn = -1
         self.last_seq = -1
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(5)
 
     def run(self) -> None:
-        while not self._stop.wait(0.25):
+        while not self._halt.wait(0.25):
             try:
                 self._check_playlist()
                 self._check_objects()
@@ -150,11 +150,11 @@ class BeaconSender(threading.Thread):
         self.accepted = 0
         self.rejected = 0
         self.retries = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._n = 0
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         if self.is_alive():
             self.join(15)
 
@@ -172,7 +172,7 @@ class BeaconSender(threading.Thread):
     def run(self) -> None:
         with httpx.Client(timeout=5) as client:
             batch = self._batch()
-            while not self._stop.wait(0.5):
+            while not self._halt.wait(0.5):
                 try:
                     res = client.post(f"{self.api}/api/v1/qoe/beacons", json={"beacons": batch})
                 except httpx.HTTPError:
