@@ -106,6 +106,14 @@ server {{
     proxy_cache_lock_age {LOCK_TIMEOUT_S}s;
   }}
 
+  # operator endpoints stay on the origin's private address
+  location = /metrics {{
+    return 404;
+  }}
+  location ^~ /edge/ {{
+    return 404;
+  }}
+
   # keys, api, player: never cached here
   location / {{
     proxy_pass http://fl_origin;

@@ -115,6 +115,7 @@ def test_edge_checks_tokens_and_passes_ll_hls_queries(edge: tuple[Origin, str]) 
         o.write("geo", "720p", 0, 1, 0)
         assert c.get("/live/geo/720p/0.m4s", params={"token": o.token("geo")},
                      headers={"X-Country-Code": "IN"}).status_code == 403
+        assert c.get("/metrics").status_code == 404 and c.get("/edge/authz").status_code == 404
         # playlists: tokens and _HLS_* reach the origin; blocking works through the edge
         pl = c.get(f"/live/{sid}/720p/playlist.m3u8", params={"token": token})
         assert pl.status_code == 200 and f"3.0.m4s?token={token}" in pl.text
