@@ -424,6 +424,7 @@ class StreamPackager:
         for run in before:
             if remaining[0] in run.msns:
                 self.state.period_origin, self.state.period_start_s = run.origin, run.start_s
+                self.state.period_ptos = dict(run.ptos)
                 return
 
     def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:

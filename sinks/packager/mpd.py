@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from sinks.packager import scte35
 from sinks.packager.playlist import audio_track, video_tracks
-from sinks.packager.state import Segment, StreamState, Track
+from sinks.packager.state import Segment, StreamState, Track, starts_discontinuity
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 SCTE_NS = "http://www.scte.org/schemas/35/2016"
@@ -49,20 +49,16 @@ def timeline(segs: list[Segment]) -> list[dict[str, int]]:
 
 @dataclass
 class Run:
-    """A DASH Period: consecutive msns with media in every track (gaps split periods)."""
+    """A DASH Period: consecutive msns of one timeline (gaps and discontinuities split periods)."""
 
     origin: int  # msn the period began at (may have left the DVR window)
     start_s: float  # period start, seconds after availabilityStartTime
+    ptos: dict[str, int]  # per rendition: media time at the period start (presentationTimeOffset)
     msns: list[int]
 
     @property
     def period_id(self) -> str:
         return f"p{self.origin}"
-
-
-def _start_s(track: Track, seg: Segment) -> float:
-    """Seconds after availabilityStartTime where segment `seg` begins (track.pto maps AST to media time)."""
-    return (seg.pts - max(0, track.pto)) / seg.timescale
 
 
 def media_tracks(state: StreamState) -> list[Track]:
@@ -71,15 +67,37 @@ def media_tracks(state: StreamState) -> list[Track]:
     return vids + ([audio] if audio else [])
 
 
+def _breaks_before(tracks: list[Track], m: int) -> bool:
+    """Segment m starts a new timeline (epoch or init changed) in some track."""
+    for t in tracks:
+        prev, seg = t.segments.get(m - 1), t.segments.get(m)
+        if prev is not None and seg is not None and not prev.gap and not seg.gap and starts_discontinuity(prev, seg):
+            return True
+    return False
+
+
+def _open_run(state: StreamState, tracks: list[Track], ms: list[int]) -> Run:
+    """A period beginning at ms[0]: its start from the wall clock, each track's offset from its own media."""
+    first = ms[0]
+    pdt = next(t.segments[first].pdt_ms for t in tracks if first in t.segments)
+    ptos = {}
+    for t in tracks:
+        seg = next((t.segments[m] for m in ms if m in t.segments and not t.segments[m].gap), None)
+        if seg is not None:  # a track starting later in the run: back-date by the wall-clock difference
+            ptos[t.name] = max(0, seg.pts - round((seg.pdt_ms - pdt) * seg.timescale / 1000))
+    return Run(first, (pdt - state.ast_ms) / 1000, ptos, ms)
+
+
 def runs(state: StreamState, tracks: list[Track] | None = None) -> list[Run]:
-    """Split the window into periods at gaps: $Number$ can only count contiguous segments."""
+    """Split the window into periods at gaps ($Number$ can only count contiguous segments) and at
+    discontinuities (a new timeline needs its own presentationTimeOffset)."""
     tracks = tracks if tracks is not None else media_tracks(state)
     gaps = {m for t in tracks for m, s in t.segments.items() if s.gap}
     msns = sorted({m for t in tracks for m in t.segments})
     out: list[list[int]] = []
     cur: list[int] = []
     for m in msns:
-        if m in gaps or (cur and m != cur[-1] + 1):
+        if m in gaps or (cur and (m != cur[-1] + 1 or _breaks_before(tracks, m))):
             if cur:
                 out.append(cur)
             cur = []
@@ -89,23 +107,28 @@ def runs(state: StreamState, tracks: list[Track] | None = None) -> list[Run]:
         out.append(cur)
     result = []
     for i, ms in enumerate(out):
-        continuing = i == 0 and msns and ms[0] == msns[0] and state.period_origin <= ms[0]
-        if continuing and state.period_origin < ms[0]:
-            result.append(Run(state.period_origin, state.period_start_s, ms))
+        continuing = i == 0 and ms[0] == msns[0] and state.period_origin < ms[0] and state.period_ptos
+        if continuing:  # the period began before the DVR window's start: keep its id, start and offsets
+            run = Run(state.period_origin, state.period_start_s, dict(state.period_ptos), ms)
+            start_ms = state.ast_ms + round(run.start_s * 1000)
+            for t in tracks:  # a rendition that joined since: back-date it to the period start
+                seg = next((t.segments[m] for m in ms if m in t.segments and not t.segments[m].gap), None)
+                if t.name not in run.ptos and seg is not None:
+                    run.ptos[t.name] = max(0, seg.pts - round((seg.pdt_ms - start_ms) * seg.timescale / 1000))
+            result.append(run)
         else:
-            seg_track = next(t for t in tracks if ms[0] in t.segments)
-            result.append(Run(ms[0], _start_s(seg_track, seg_track.segments[ms[0]]), ms))
+            result.append(_open_run(state, tracks, ms))
     return result
 
 
 def _template(track: Track, run: Run) -> ET.Element | None:
     segs = [track.segments[m] for m in run.msns if m in track.segments and not track.segments[m].gap]
-    if not segs:
+    if not segs or track.name not in run.ptos:
         return None
     ts = segs[0].timescale
-    init = next(iter(track.inits.values()), "init.mp4")
+    init = track.inits.get(segs[0].init_hash) or next(iter(track.inits.values()), "init.mp4")
     tmpl = ET.Element("SegmentTemplate", {
-        "timescale": str(ts), "presentationTimeOffset": str(max(0, track.pto) + round(run.start_s * ts)),
+        "timescale": str(ts), "presentationTimeOffset": str(run.ptos[track.name]),
         "initialization": f"{track.name}/{init}", "media": f"{track.name}/$Number$.m4s",
         "startNumber": str(segs[0].msn),
     })
@@ -163,11 +186,15 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
     })
     base_s = 0.0
     if static:
-        ref = tracks[0].ordered() if tracks else []
         if periods:
             base_s = periods[0].start_s
-        total = (_start_s(tracks[0], ref[-1]) + ref[-1].seconds - base_s) if ref else 0.0
-        mpd.set("mediaPresentationDuration", iso_dur(total))
+            last = periods[-1]
+            ref = next(t for t in tracks if last.msns[-1] in t.segments)
+            seg = ref.segments[last.msns[-1]]
+            end_s = last.start_s + (seg.pts + seg.duration - last.ptos.get(ref.name, seg.pts)) / seg.timescale
+        else:
+            end_s = 0.0
+        mpd.set("mediaPresentationDuration", iso_dur(end_s - base_s))
     else:
         window = state.config.dvr_window_s or state.config.live_window_s
         mpd.set("availabilityStartTime", iso_dt(state.ast_ms))

@@ -131,6 +131,7 @@ class StreamState:
     lag_ms: int = 0  # how long after its end a segment reaches the packager (decaying max; DASH delay)
     period_origin: int = 0  # msn the first DASH Period in the window began at
     period_start_s: float = 0.0  # and its start after availabilityStartTime
+    period_ptos: dict[str, int] = field(default_factory=dict)  # and its presentationTimeOffset per rendition
     ast_ms: int = 0  # DASH availabilityStartTime: wall-clock of msn 0's start
     ended: bool = False
     vod: bool = False  # finalised as VOD (replay): PLAYLIST-TYPE:VOD + static MPD

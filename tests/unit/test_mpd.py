@@ -104,3 +104,18 @@ def test_period_id_and_start_survive_the_window_sliding(tmp_path) -> None:
     assert (later.get("id"), later.get("start")) == (first.get("id"), first.get("start")) == ("p0", "PT0.000S")
     tmpl = later.find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
     assert tmpl.get("startNumber") == "20"  # the window moved, the period did not
+
+
+def test_discontinuity_starts_a_period_with_its_own_offset() -> None:
+    st = make_state(n=12, epochs={m: 1 for m in range(6, 12)})
+    st.ast_ms = T0
+    for t in st.tracks.values():  # the new epoch's timeline restarts near zero
+        for m in range(6, 12):
+            t.segments[m].pts = (m - 6) * 90000 + 4500
+    root = parse(mpd.render_mpd(st, T0))
+    periods = root.findall("d:Period", NS)
+    assert [(p.get("id"), p.get("start")) for p in periods] == [("p0", "PT0.000S"), ("p6", "PT6.000S")]
+    tmpl = periods[1].find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
+    assert tmpl.get("presentationTimeOffset") == "4500" and tmpl.get("startNumber") == "6"
+    s = tmpl.findall("d:SegmentTimeline/d:S", NS)
+    assert [(x.get("t"), x.get("r")) for x in s] == [("4500", "5")]
