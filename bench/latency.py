@@ -176,13 +176,12 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
         pdt = playlist_pdt(dvr.text)
         live = httpx.get(f"{url}/live/demo/{rendition}/playlist.m3u8", timeout=10).text
         control = next((ln for ln in live.splitlines() if ln.startswith("#EXT-X-SERVER-CONTROL")), "")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    except BaseException:
+        _stop_demo(proc)
+        _delete_topics(s)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _stop_demo(proc)
     try:
         segments = [r for r in read_topic(s, "segments", "RenditionSegment", "demo")
                     if r["rendition"]["name"] == rendition]
@@ -206,6 +205,15 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             "errors": data["errors"],
             "stages_ms": stages, "server_control": control, "target_p95_ms": TARGET_P95_MS[mode],
             "anchor_gop_ms": GOP_S[mode] * 1000}
+
+
+def _stop_demo(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _delete_topics(s: Settings) -> None:
