@@ -133,7 +133,7 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
              query: str = "") -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fl-bench-latency-"))
     base = broker.model_copy(update={
-        "topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "stack_dir": tmp / "stack",
+        "topic_prefix": f"latbench{uuid.uuid4().hex[:8]}.", "stack_dir": tmp / "stack",
         "api_port": free_port(), "edge_port": free_port(), "qoe_port": free_port(),
     })
     s = demo_settings(base)
@@ -220,7 +220,8 @@ def _delete_topics(s: Settings) -> None:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
-    prefix = s.topic_prefix.removesuffix("demo.")
+    prefix = s.topic_prefix  # only the demo's own topics (<unique prefix>demo.*): nothing anyone else made
+    assert prefix.startswith("latbench") and prefix.endswith(".demo."), prefix
     names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
     if names:
         for fut in admin.delete_topics(names, operation_timeout=10).values():
