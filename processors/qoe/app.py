@@ -199,6 +199,7 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
     viewers = app.Table("viewers", default=None, partitions=settings.topic_partitions)
     window_ms = int(settings.qoe_viewer_window_s * 1000)
     persisted_ms: dict[str, int] = {}
+    dirty: set[str] = set()  # merged since their last changelog write
     partition_events = [_PartitionEvent(service.topic, p) for p in range(settings.topic_partitions)]
 
     def persist(key: str, state: dict[str, int], now_ms: int) -> None:
@@ -210,6 +211,7 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         finally:
             _current_event.set(None)
         persisted_ms[key] = now_ms
+        dirty.discard(key)
 
     def on_batch(result: BatchResult) -> None:
         """On the event loop, after a batch was inserted: fold its sightings into the viewers table."""
@@ -220,6 +222,7 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
             if fresh:
                 state = {}
             merge(state, sightings)
+            dirty.add(key)
             if fresh or now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
                 prune(state, now_ms - window_ms)
                 persist(key, state, now_ms)
@@ -250,6 +253,15 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         for key, state in list(viewers.items()):
             if state and now_ms - persisted_ms.get(key, 0) >= PERSIST_EVERY_MS:
                 prune(state, horizon)
+                persist(key, state, now_ms)
+
+    @app.on_before_shutdown.connect
+    async def flush_viewers(app: faust.App, **kwargs: Any) -> None:
+        """A clean stop writes every changed key, so a restart restores the latest sightings."""
+        now_ms = int(time.time() * 1000)
+        for key in list(dirty):
+            state = viewers.get(key)
+            if state is not None:
                 persist(key, state, now_ms)
 
     return app
