@@ -159,6 +159,7 @@ class _RungEncoder:
         ctx.time_base = self.out_tb
         ctx.bit_rate = self.rung["bitrate_kbps"] * 1000
         ctx.thread_count = self.x264_threads
+        ctx.thread_type = "FRAME"  # x264 frame threads (as the ffmpeg CLI uses), not PyAV's default slices
         kbps = self.rung["bitrate_kbps"]
         ctx.options = {
             "preset": self.preset,
