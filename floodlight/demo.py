@@ -149,7 +149,7 @@ def render_status(snap: dict[str, Any], urls: dict[str, str]) -> Any:
     rend.add_column("segments", justify="right")
     rend.add_column("newest msn.part", justify="right")
     for name, r in sorted(snap.get("renditions", {}).items()):
-        rend.add_row(name, str(r["segments"]), f"{r['msn']}.{r['part']}")
+        rend.add_row(name, str(r["segments"]), str(r["msn"]) if r["part"] < 0 else f"{r['msn']}.{r['part']}")
     kids = Table(title="processes", show_edge=False)
     for col in ("role", "pid", "state"):
         kids.add_column(col)
