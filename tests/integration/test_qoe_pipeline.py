@@ -160,6 +160,25 @@ def qoe_settings(isolated: Settings) -> Settings:
     return isolated
 
 
+def read_dead_letters(settings: Settings, n: int) -> list[dict]:
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"t-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([settings.topic("dlq")])
+    out: list[dict] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(out) < n and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                out.append(codec.decode(m.value(), expect="DeadLetter"))
+    finally:
+        c.close()
+    assert len(out) == n, f"{len(out)} dead letters, expected {n}"
+    return out
+
+
 def metric(text: str, name: str, **labels: str) -> float:
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
     for line in text.splitlines():
@@ -222,6 +241,10 @@ def test_hundred_thousand_beacons_match_a_reference(qoe_settings: Settings, tmp_
         for reason, count in bad_reasons.items():
             assert metric(text, "floodlight_qoe_dropped_total", reason=reason) == count, reason
         assert metric(text, "floodlight_qoe_beacons_total", outcome="inserted") == n
+        letters = read_dead_letters(qoe_settings, sum(bad_reasons.values()))
+        assert all(d["stage"] == "qoe" for d in letters)
+        assert sum("unknown_stream" in d["reason"] for d in letters) == bad_reasons["unknown_stream"]
+        assert sum(d["reason"].startswith("undecodable") for d in letters) == bad_reasons["undecodable"]
 
         # the analyst CLI: a SELECT runs, anything else is refused
         env = dict(qoe.env)
