@@ -430,9 +430,13 @@ class StreamPackager:
     def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:
         """Write a manifest unless this process already wrote these exact bytes (saves a read per write)."""
         etag = etag_of(data)
-        if self._etags.get(key) == etag:
+        known = self._etags.get(key)
+        if known == etag:
             return etag, False
-        etag, changed = self.store.put_if_changed(key, data)
+        if known is not None:  # we wrote this key and the bytes differ: no need to read it back first
+            etag, changed = self.store.put(key, data), True
+        else:
+            etag, changed = self.store.put_if_changed(key, data)
         self._etags[key] = etag
         return etag, changed
 
