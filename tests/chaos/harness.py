@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import re
 import signal
 import socket
@@ -33,21 +34,30 @@ LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 600},
 WATCH = "360p"
 
 
+_TAKEN: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def free_port(pair: bool = False) -> int:
-    """A free TCP port (and port+1 too when pair: the broker's controller listens there)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if not pair:
-            return port
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no free port pair")
+    """A free TCP port below the ephemeral range (outgoing connections cannot take it meanwhile), never
+    handed out twice in this process; with pair, port+1 is free too (the broker's controller)."""
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(20000, 32000)
+        wanted = {port, port + 1} if pair else {port}
+        if wanted & _TAKEN or not all(_bindable(p) for p in wanted):
+            continue
+        _TAKEN.update(wanted)
+        return port
+    raise RuntimeError("no free port")
 
 
 @dataclass
