@@ -42,6 +42,7 @@ class IngestStats:
         self.last_capture_ms = 0
         self._lat: deque[float] = deque(maxlen=200)
         self._rate: deque[tuple[float, int]] = deque(maxlen=8)  # (seconds of media, bytes)
+        self.recent_indices: deque[int] = deque(maxlen=10_000)  # chunked gop_index values (tests, debugging)
         self._lock = threading.Lock()
 
     def chunk(self, gop: dict[str, Any]) -> None:
@@ -50,6 +51,7 @@ class IngestStats:
         with self._lock:
             self.chunked += 1
             self.last_index = gop["gop_index"]
+            self.recent_indices.append(gop["gop_index"])
             self.last_capture_ms = gop["capture_wallclock_ms"]
             self._rate.append((secs, size))
             total_s = sum(s for s, _ in self._rate)

@@ -73,7 +73,7 @@ def test_broker_down_for_10s_loses_no_gop(private_broker: Settings):
                    what="the buffer drained after the broker came back")
         assert agent.stats.dropped == 0
         assert outage < 180
-        last = agent.stats.last_index
+        chunked_indices = set(agent.stats.recent_indices)
         chunked = agent.stats.chunked
     assert max_queue >= 5  # ~10 s of 1 s GOPs waited in the buffer
     c = make_consumer(s, f"t-{uuid.uuid4().hex[:6]}")
@@ -90,6 +90,6 @@ def test_broker_down_for_10s_loses_no_gop(private_broker: Settings):
         wait_until(read, 60, interval=0, what="every chunked GOP on the topic")
     finally:
         c.close()
-    assert max(seen) >= last
-    assert sorted(set(seen)) == list(range(min(seen), max(seen) + 1))  # no hole
-    assert len(seen) == len(set(seen))  # the idempotent producer wrote each once
+    # every GOP captured is on the topic, once (the idempotent producer); the indices may have a hole only
+    # where the loaded CPU made the live test pattern skip ahead, which the capture side counted
+    assert set(seen) == chunked_indices and len(seen) == len(chunked_indices)
