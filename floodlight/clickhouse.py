@@ -28,6 +28,30 @@ AGG_TABLE = "qoe_minute"
 MIGRATIONS_TABLE = "floodlight_migrations"
 
 
+# The one-minute aggregation, shared by the materialized view and the crash repair below. The
+# aggregate keeps (kafka_topic, kafka_partition, max_offset) so a restart can tell whether the view
+# received the last raw block before a crash (raw and view parts commit one after the other).
+AGG_KEY = "stream_id, minute, quality, cdn_pop, device_type, kafka_topic, kafka_partition"
+AGG_COLUMNS = """
+    stream_id,
+    toStartOfMinute(event_time) AS minute,
+    quality, cdn_pop, device_type,
+    toUInt64(count()) AS beacons,
+    uniqCombined64State(session_id) AS sessions,
+    toUInt64(sum(buffer_events)) AS stall_count,
+    toUInt64(sum(stall_ms)) AS stall_ms,
+    toUInt64(sum(watch_ms)) AS watch_ms,
+    avgStateIf(latency_ms, latency_ms > 0) AS latency_avg,
+    quantilesStateIf(0.5, 0.95)(latency_ms, latency_ms > 0) AS latency_q,
+    quantilesStateIf(0.5, 0.95)(assumeNotNull(startup_ms), isNotNull(startup_ms)) AS startup_q,
+    avgStateIf(bitrate_kbps, bitrate_kbps > 0) AS bitrate_avg,
+    toUInt64(sum(bytes_downloaded)) AS bytes,
+    toUInt64(sum(dropped_frames)) AS dropped_frames,
+    toUInt64(countIf(error_code != '')) AS errors,
+    kafka_topic, kafka_partition,
+    max(kafka_offset) AS max_offset"""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -91,30 +115,16 @@ ORDER BY (stream_id, event_time)""",
     bitrate_avg    AggregateFunction(avg, UInt32),
     bytes          SimpleAggregateFunction(sum, UInt64),
     dropped_frames SimpleAggregateFunction(sum, UInt64),
-    errors         SimpleAggregateFunction(sum, UInt64)
+    errors         SimpleAggregateFunction(sum, UInt64),
+    kafka_topic    LowCardinality(String),
+    kafka_partition UInt16,
+    max_offset     SimpleAggregateFunction(max, UInt64)
 ) ENGINE = AggregatingMergeTree()
 PARTITION BY toYYYYMMDD(minute)
-ORDER BY (stream_id, minute, quality, cdn_pop, device_type)
+ORDER BY (stream_id, minute, quality, cdn_pop, device_type, kafka_topic, kafka_partition)
 SETTINGS non_replicated_deduplication_window = 10000""",
-        """CREATE MATERIALIZED VIEW IF NOT EXISTS qoe_minute_mv TO qoe_minute AS
-SELECT
-    stream_id,
-    toStartOfMinute(event_time) AS minute,
-    quality, cdn_pop, device_type,
-    toUInt64(count()) AS beacons,
-    uniqCombined64State(session_id) AS sessions,
-    toUInt64(sum(buffer_events)) AS stall_count,
-    toUInt64(sum(stall_ms)) AS stall_ms,
-    toUInt64(sum(watch_ms)) AS watch_ms,
-    avgStateIf(latency_ms, latency_ms > 0) AS latency_avg,
-    quantilesStateIf(0.5, 0.95)(latency_ms, latency_ms > 0) AS latency_q,
-    quantilesStateIf(0.5, 0.95)(assumeNotNull(startup_ms), isNotNull(startup_ms)) AS startup_q,
-    avgStateIf(bitrate_kbps, bitrate_kbps > 0) AS bitrate_avg,
-    toUInt64(sum(bytes_downloaded)) AS bytes,
-    toUInt64(sum(dropped_frames)) AS dropped_frames,
-    toUInt64(countIf(error_code != '')) AS errors
-FROM stream_analytics
-GROUP BY stream_id, minute, quality, cdn_pop, device_type""",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS qoe_minute_mv TO qoe_minute AS\nSELECT{AGG_COLUMNS}\n"
+        f"FROM stream_analytics\nGROUP BY {AGG_KEY}",
     )),
 )
 
@@ -151,24 +161,26 @@ _chdb_lock = threading.Lock()
 _chdb_clients: dict[str, Any] = {}
 
 
-def connect(settings: Settings, dsn: str | None = None) -> Any:
+def connect(settings: Settings, dsn: str | None = None, *, own: bool = False) -> Any:
     """A clickhouse-connect client for the configured target.
 
-    In embedded mode the chDB session is per process; one client per path is shared (chDB refuses a
-    second path in the same process and a second process on the same path).
+    In embedded mode the chDB engine is per process (it refuses a second path in the same process
+    and a second process on the same path); one client per path is shared unless `own` asks for a
+    separate one (measured: a reader and a writer on separate clients run concurrently).
     """
     import clickhouse_connect
 
     dsn = validate_dsn(dsn or settings.resolved_clickhouse_dsn())
     if is_embedded(dsn):
         with _chdb_lock:
-            client = _chdb_clients.get(dsn)
+            client = None if own else _chdb_clients.get(dsn)
             if client is None:
                 from pathlib import Path
 
                 Path(dsn[len("chdb://"):]).mkdir(parents=True, exist_ok=True)
                 client = clickhouse_connect.get_client(dsn=dsn)
-                _chdb_clients[dsn] = client
+                if not own:
+                    _chdb_clients[dsn] = client
             return client
     return clickhouse_connect.get_client(dsn=dsn, connect_timeout=10, send_receive_timeout=60,
                                          autogenerate_session_id=False)
@@ -212,6 +224,33 @@ def stored_watermarks(client: Any, topic: str) -> dict[int, int]:
         f"SELECT kafka_partition, max(kafka_offset) FROM {RAW_TABLE} WHERE kafka_topic = {{t:String}} "
         "GROUP BY kafka_partition", parameters={"t": topic}).result_rows
     return {int(p): int(o) for p, o in rows}
+
+
+def repair_aggregates(client: Any, topic: str) -> dict[int, int]:
+    """Re-aggregate raw rows the view missed (a crash between the raw and the view part); rows per partition.
+
+    Only the newest raw block of a process can be missing from the view, so per partition the gap
+    is (highest offset in qoe_minute, highest offset in stream_analytics]. Call before inserting.
+    """
+    raw = stored_watermarks(client, topic)
+    agg = {int(p): int(o) for p, o in client.query(
+        f"SELECT kafka_partition, max(max_offset) FROM {AGG_TABLE} WHERE kafka_topic = {{t:String}} "
+        "GROUP BY kafka_partition", parameters={"t": topic}).result_rows}
+    repaired: dict[int, int] = {}
+    for partition, last in sorted(raw.items()):
+        after = agg.get(partition, -1)
+        if last <= after:
+            continue
+        params = {"t": topic, "p": partition, "a": after, "b": last}
+        where = ("kafka_topic = {t:String} AND kafka_partition = {p:UInt16} "
+                 "AND toInt64(kafka_offset) > {a:Int64} AND kafka_offset <= {b:UInt64}")
+        n = client.query(f"SELECT count() FROM {RAW_TABLE} WHERE {where}", parameters=params).result_rows[0][0]
+        client.command(f"INSERT INTO {AGG_TABLE} SELECT{AGG_COLUMNS} FROM {RAW_TABLE} WHERE {where} "
+                       f"GROUP BY {AGG_KEY}", parameters=params)
+        repaired[partition] = int(n)
+        log.warning("aggregates repaired after a crash", extra={"partition": partition, "rows": int(n),
+                                                                "after_offset": after, "to_offset": last})
+    return repaired
 
 
 # --- read-only queries for analysts -------------------------------------------------------------

@@ -65,7 +65,9 @@ class QoeService:
                              max_future_ms=int(settings.qoe_max_future_s * 1000))
         self.registry = registry or RegistryView(settings)
         self.client = clickhouse.connect(settings)
-        self.db_lock = threading.Lock()  # one chDB session per process: serialise writer and readers
+        self.db_lock = threading.Lock()  # the writer's client
+        self.read_client = clickhouse.connect(settings, own=True)  # analyst reads never wait for inserts
+        self.read_lock = threading.Lock()
         self.dlq = make_producer(settings, **{"linger.ms": 50})
         self.watermarks: dict[int, int] = {}
         self.watermarks_stale = True
@@ -88,6 +90,7 @@ class QoeService:
         """items: (key, value, partition, offset, accept_ms). Insert what is new and plausible."""
         if self.watermarks_stale:
             with self.db_lock:
+                clickhouse.repair_aggregates(self.client, self.topic)
                 self.watermarks = clickhouse.stored_watermarks(self.client, self.topic)
             self.watermarks_stale = False
             log.info("offset watermarks loaded", extra={"watermarks": self.watermarks})
@@ -157,8 +160,8 @@ class QoeService:
     # --- reads (query server threads) ---------------------------------------------------------
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self.db_lock:
-            return clickhouse.run_read_only(self.client, sql, parameters)
+        with self.read_lock:
+            return clickhouse.run_read_only(self.read_client, sql, parameters)
 
     def viewer_count(self, stream_id: str) -> int:
         return self.viewers.get(stream_id, 0)

@@ -23,6 +23,8 @@ def test_analytics_endpoint_series_summary_and_errors(qoe_settings: Settings, tm
     qoe = pipeline.QoeProcess(qoe_settings, tmp_path).start()
     try:
         wait_until(lambda: qoe.count() == 600, 90, interval=0.3, what="600 rows")
+        wait_until(lambda: qoe.client().query("SELECT sum(beacons) AS b FROM qoe_minute")[0]["b"] == 600, 30,
+                   what="aggregates")
         settings = qoe_settings.model_copy(update={"qoe_port": qoe.port, "stack_dir": tmp_path / "api-stack"})
         admin = {"Authorization": "Bearer " + mint_jwt(settings.jwt_secret, "ops", roles=["admin"])}
         viewer = {"Authorization": "Bearer " + mint_jwt(settings.jwt_secret, "fan")}

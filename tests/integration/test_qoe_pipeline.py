@@ -203,6 +203,8 @@ def test_hundred_thousand_beacons_match_a_reference(qoe_settings: Settings, tmp_
         wait_until(lambda: qoe.count() == n, 150, interval=0.5, what="all 100k beacons in stream_analytics")
         elapsed = time.monotonic() - t0
         client = qoe.client()
+        wait_until(lambda: client.query("SELECT sum(beacons) AS b FROM qoe_minute")[0]["b"] == n, 30,
+                   what="qoe_minute to hold every beacon")
         assert client.query("SELECT count() AS n FROM stream_analytics WHERE stream_id NOT IN "
                             "('qoe-a', 'qoe-b', 'qoe-c') OR stall_ms > 3600000")[0]["n"] == 0
 
@@ -280,7 +282,9 @@ def test_kill_9_mid_stream_loses_and_doubles_nothing(qoe_settings: Settings, tmp
         row = client.query("SELECT count() AS n, uniqExact(kafka_partition, kafka_offset) AS distinct_offsets "
                            "FROM stream_analytics")[0]
         assert row == {"n": n, "distinct_offsets": n}
-        assert client.query("SELECT sum(beacons) AS b FROM qoe_minute")[0]["b"] == n
+        # the view's part commits just after the raw part: wait for it rather than read in between
+        wait_until(lambda: client.query("SELECT sum(beacons) AS b FROM qoe_minute")[0]["b"] == n, 30,
+                   what="qoe_minute to hold every beacon once")
         log = qoe.log.read_text()
         assert "skipped beacons already stored" in log, "the restart did not meet the stored batches"
         assert metric(qoe.metrics(), "floodlight_qoe_beacons_total", outcome="already_stored") >= 1000
