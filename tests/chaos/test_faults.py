@@ -210,6 +210,6 @@ def _ingest_drops(p: ChaosPipeline) -> int:
     for name in ("ingest-primary", "ingest-backup"):
         path = Path(p.tmp / "logs" / f"{name}.log")
         if path.exists():
-            n += sum(1 for line in path.read_text(errors="replace").splitlines() if "dropped" in line.lower()
-                     and "gop" in line.lower())
+            n += sum(1 for line in path.read_text(errors="replace").splitlines()
+                     if "buffer full: dropped oldest GOP" in line)
     return n
