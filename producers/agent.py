@@ -36,7 +36,7 @@ from producers.sources import (
 from producers.telemetry import IngestStats, StatusPrinter
 
 log = logging.getLogger("producers.agent")
-GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 4.0}
+GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # 4 s segments put HOLD-BACK (3x) past the 10 s target
 PRESET_BY_MODE = {"LOW": "ultrafast", "STANDARD": "veryfast"}
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_SOURCE = 0, 2, 3, 4

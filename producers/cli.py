@@ -20,7 +20,7 @@ def ingest_cmd(
     normalize: Annotated[bool, typer.Option("--normalize", help="re-encode to fixed closed GOPs (libx264 + AAC)")
                          ] = False,
     gop_seconds: Annotated[float | None, typer.Option("--gop-seconds", help="GOP length of testsrc/--normalize "
-                                                      "(default by latency mode: LOW 1 s, STANDARD 4 s)")] = None,
+                                                      "(default by latency mode: LOW 1 s, STANDARD 2 s)")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="stop after this many media seconds")] = None,
     no_registry: Annotated[bool, typer.Option("--no-registry", help="do not require a registered stream "
                                               "(tests, benches); RTMP then checks the key in the URL")] = False,
