@@ -78,8 +78,11 @@ async def stream_qoe(
         raise HTTPException(400, "invalid stream_id")
     from_ms, to_ms = resolve_range(from_, to, int(time.time() * 1000))
     registry = getattr(request.app.state.ctx, "registry", None)
-    if registry is not None and registry.caught_up and registry.get(stream_id) is None:
-        raise HTTPException(404, f"unknown stream {stream_id}")
+    if registry is not None:
+        if not registry.caught_up:  # just started: give the view a moment rather than answer wrongly
+            await asyncio.to_thread(registry.wait_caught_up, 5.0)
+        if registry.caught_up and registry.get(stream_id) is None:
+            raise HTTPException(404, f"unknown stream {stream_id}")
     try:
         return await asyncio.to_thread(_client(request).qoe_series, stream_id, from_ms, to_ms)
     except AnalyticsError as exc:
