@@ -49,6 +49,31 @@ PERSIST_EVERY_MS = 5000
 LAG_MS = Gauge("floodlight_qoe_event_lag_ms", "Accept time of the newest inserted beacon, behind now.")
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Where a beacon came from, shaped like the Kafka message dead_letter() records."""
+    _topic: str
+    _partition: int
+    _offset: int
+    _key: bytes | None
+    _value: bytes | None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
 @dataclass
 class BatchResult:
     inserted: int
@@ -107,15 +132,15 @@ class QoeService:
                 beacon = decode_beacon(value or b"")
             except codec.CodecError as exc:
                 reasons["undecodable"] += 1
-                dead_letter(self.dlq, self.settings, None, reason=f"undecodable beacon: {exc}",
-                            error_class=type(exc).__name__, stage="qoe", key=key, value=value)
+                dead_letter(self.dlq, self.settings, _Source(self.topic, partition, offset, key, value),
+                            reason=f"undecodable beacon: {exc}", error_class=type(exc).__name__, stage="qoe")
                 continue
             reason = check(beacon, accept_ms, self._known, self.limits)
             if reason:
                 reasons[reason] += 1
-                dead_letter(self.dlq, self.settings, None, reason=f"implausible beacon: {reason}",
-                            error_class="implausible", stage="qoe", stream_id=beacon["stream_id"][:100],
-                            key=key, value=value)
+                dead_letter(self.dlq, self.settings, _Source(self.topic, partition, offset, key, value),
+                            reason=f"implausible beacon: {reason}", error_class="implausible", stage="qoe",
+                            stream_id=beacon["stream_id"][:100])
                 continue
             batch.add(beacon, partition, offset)
             sightings.append((beacon["session_id"], beacon["stream_id"], beacon["event_time"], partition))

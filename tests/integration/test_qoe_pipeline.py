@@ -244,7 +244,8 @@ def test_hundred_thousand_beacons_match_a_reference(qoe_settings: Settings, tmp_
             assert metric(text, "floodlight_qoe_dropped_total", reason=reason) == count, reason
         assert metric(text, "floodlight_qoe_beacons_total", outcome="inserted") == n
         letters = read_dead_letters(qoe_settings, sum(bad_reasons.values()))
-        assert all(d["stage"] == "qoe" for d in letters)
+        assert all(d["stage"] == "qoe" and d["original_topic"] == qoe_settings.topic("qoe") for d in letters)
+        assert all(d["offset"] >= 0 and d["value"] for d in letters)
         assert sum("unknown_stream" in d["reason"] for d in letters) == bad_reasons["unknown_stream"]
         assert sum(d["reason"].startswith("undecodable") for d in letters) == bad_reasons["undecodable"]
 
