@@ -388,8 +388,12 @@ class EncoderWorker:
         try:
             tps = self.consumer.position([TopicPartition(self.topic, p) for p in sorted(self._assigned)])
             for tp in tps:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
-                pos = tp.offset if tp.offset >= 0 else _low
+                # cached: the high watermark comes with every fetch response, so no broker round trip
+                # stalls the loop that feeds the transcoders (a synchronous query here cost ~1 s per probe).
+                low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high < 0:
+                    continue
+                pos = tp.offset if tp.offset >= 0 else max(low, 0)
                 m.LAG.labels(str(tp.partition)).set(max(0, high - pos))
         except Exception as exc:  # noqa: BLE001 - lag is best effort
             log.debug("lag probe failed", extra={"error": str(exc)})
