@@ -70,8 +70,11 @@ def _fingerprint(parsed: dict[str, Any]) -> bytes:
     return int(hexdigest, 16).to_bytes(8, "little")
 
 
-def _load(path: Path) -> dict[str, Any]:
-    return parse_schema(json.loads(path.read_text()), _write_hint=False)
+def _load(path: Path) -> tuple[dict[str, Any], bytes]:
+    """The parsed schema (with fastavro's parsed marker, so readers/writers skip re-parsing) and its
+    fingerprint, computed from the canonical form of the schema as written."""
+    raw = json.loads(path.read_text())
+    return parse_schema(raw), _fingerprint(parse_schema(raw, _write_hint=False))
 
 
 @cache
@@ -79,14 +82,14 @@ def _registry() -> tuple[dict[str, SchemaVersion], dict[bytes, SchemaVersion]]:
     current: dict[str, SchemaVersion] = {}
     by_fp: dict[bytes, SchemaVersion] = {}
     for name in RECORD_NAMES:
-        parsed = _load(SCHEMA_DIR / f"{name}.avsc")
-        sv = SchemaVersion(name, "current", parsed, _fingerprint(parsed))
+        parsed, fp = _load(SCHEMA_DIR / f"{name}.avsc")
+        sv = SchemaVersion(name, "current", parsed, fp)
         current[name] = sv
         by_fp[sv.fingerprint] = sv
     for path in sorted((SCHEMA_DIR / "history").glob("*.avsc")):
         name, version = path.stem.split(".", 1)
-        parsed = _load(path)
-        sv = SchemaVersion(name, version, parsed, _fingerprint(parsed))
+        parsed, fp = _load(path)
+        sv = SchemaVersion(name, version, parsed, fp)
         by_fp.setdefault(sv.fingerprint, sv)
     return current, by_fp
 
