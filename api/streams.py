@@ -203,7 +203,32 @@ async def get_stream(stream_id: StreamId, request: Request) -> dict[str, Any]:
             raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
         if not can_watch(record, principal):
             raise HTTPException(403, "premium stream: entitlement required")
-    return _view(ctx, record, principal)
+    view = _view(ctx, record, principal)
+    view["viewers"] = await _viewers(ctx, stream_id)
+    return view
+
+
+_VIEWERS_TTL_S = 2.0
+_viewers_cache: dict[str, tuple[float, int | None]] = {}
+
+
+async def _viewers(ctx: Any, stream_id: str) -> int | None:
+    """Live viewers from the qoe app (sessions in the last minute); None when analytics is unreachable.
+    Cached briefly: a herd polling the stream page costs one analytics call per stream every 2 s."""
+    now = time.monotonic()
+    hit = _viewers_cache.get(stream_id)
+    if hit is not None and now - hit[0] < _VIEWERS_TTL_S:
+        return hit[1]
+    client = ctx.extras.get("analytics") if hasattr(ctx, "extras") else None
+    if client is None:
+        from floodlight.analytics import AnalyticsClient
+
+        client = AnalyticsClient(ctx.settings)
+        if hasattr(ctx, "extras"):
+            ctx.extras["analytics"] = client
+    value = await asyncio.to_thread(client.viewers, stream_id)
+    _viewers_cache[stream_id] = (now, value)
+    return value
 
 
 @router.post("/api/v1/live/streams/{stream_id}/end", summary="Signal the end of a stream (admin)",

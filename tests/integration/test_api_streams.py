@@ -68,6 +68,7 @@ def test_create_get_list_read_your_writes_and_brief_shape(api: tuple[Settings, B
         assert view["qualities"] == [{"resolution": "720p", "width": 1280, "height": 720, "bitrate": 4000},
                                      {"resolution": "240p", "width": 426, "height": 240, "bitrate": 500}]
         assert view["features"] == {"dvr_enabled": True, "dvr_window_seconds": 3600, "low_latency": True}
+        assert "viewers" in view  # from the qoe app; null when analytics is unreachable
         assert view["drm"]["type"] == "aes-128" and view["drm"]["license_url"].endswith("/keys/ipl-final")
         url = httpx.URL(view["playback_url"])
         assert url.path == "/live/ipl-final/master.m3u8"
