@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLOODLIGHT_", extra="ignore")
 
     # --- Kafka -------------------------------------------------------------------------
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers.")
+    kafka_bootstrap: str = Field("", description="Kafka bootstrap servers (default: the local stack's 127.0.0.1:PORT).")
     kafka_port: int = Field(9092, description="Port of the local stack's broker (./run stack).")
     topic_prefix: str = Field("floodlight.", description="Prefix of every topic name (tests isolate with it).")
     topic_partitions: int = Field(6, description="Partitions of the partitioned topics (gops, segments, qoe).")
@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     qoe_max_past_s: float = Field(86400.0, description="Drop beacons with event_time older than this vs accept time.")
     qoe_max_future_s: float = Field(300.0, description="Drop beacons with event_time this far ahead of accept time.")
     qoe_viewer_window_s: float = Field(60.0, description="A session counts as a live viewer this long after a beacon.")
+
+    @model_validator(mode="after")
+    def _local_bootstrap(self) -> Settings:
+        if not self.kafka_bootstrap:
+            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        return self
 
     def resolved_store_url(self) -> str:
         return self.store_url or (self.stack_dir / "store").as_uri()

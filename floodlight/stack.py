@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,6 +147,12 @@ def _log_tail(settings: Settings, n: int = 40) -> str:
     return text
 
 
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def up(settings: Settings | None = None, deadline_s: float = 90.0) -> int:
     """Start the broker unless it already runs; return its pid once a metadata request succeeds."""
     from floodlight.kafka import wait_for_broker
@@ -155,6 +162,9 @@ def up(settings: Settings | None = None, deadline_s: float = 90.0) -> int:
     if pid:
         wait_for_broker(settings, deadline_s)
         return pid
+    if _port_open(settings.kafka_port) or _port_open(settings.kafka_port + 1):
+        raise StackError(f"port {settings.kafka_port} or {settings.kafka_port + 1} is taken by a process that is not "
+                         f"this stack's broker: stop it or set FLOODLIGHT_KAFKA_PORT")
     fetch_jars(settings)
     d = _dirs(settings)
     d["base"].mkdir(parents=True, exist_ok=True)
