@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         2, description="GOPs one encoder process transcodes at once; the next starts only once the previous is decoded."
     )
     encoder_x264_threads: int = Field(
-        2, description="libx264 threads per rung encoder (0 = x264's automatic count); 2 keeps both cores busy."
+        1, description="libx264 threads per rung encoder; more than 1 with VBV makes output non-repeatable."
     )
     encoder_dedup_window: int = Field(
         20000, description="Recent (stream_id, gop_index) identities an encoder remembers to drop duplicates."

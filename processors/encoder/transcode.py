@@ -7,6 +7,8 @@ one (DESIGN 3.2), and equal parameters give byte-identical init segments (DESIGN
 Threads, not processes: PyAV releases the GIL inside libx264 and swscale, so one thread per rung
 keeps both cores busy (MEDIA-NOTES: 72.6 fps vs 57.6 for one ffmpeg command). Each rung owns its
 VideoReformatter: calling VideoFrame.reformat() on one frame from several threads deadlocks.
+x264 itself runs one thread per rung by default: with frame threads and VBV its output differs from
+run to run (measured: 6 distinct outputs in 6 runs of one GOP), which breaks idempotent re-processing.
 """
 
 from __future__ import annotations
@@ -245,7 +247,7 @@ def _decode_frames(gop: dict[str, Any]):
 
 
 def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset: str, part_seconds: float,
-                    x264_threads: int = 2, timing: RungTiming | None = None) -> list[dict[str, Any]]:
+                    x264_threads: int = 1, timing: RungTiming | None = None) -> list[dict[str, Any]]:
     """Decode the GOP once and encode every rung in its own thread; one record per rung."""
     started_ms = _now_ms()
     encoders = [_RungEncoder(gop, r, preset=preset, part_seconds=part_seconds,
@@ -369,7 +371,7 @@ def transcode_audio(gop: dict[str, Any], *, part_seconds: float) -> dict[str, An
 
 
 def transcode_gop(gop: dict[str, Any], ladder: list[dict[str, Any]], *, preset: str, part_seconds: float,
-                  renditions: set[str] | None = None, x264_threads: int = 2,
+                  renditions: set[str] | None = None, x264_threads: int = 1,
                   timing: RungTiming | None = None) -> list[dict[str, Any]]:
     """Every rendition of one GopChunk as complete RenditionSegment dicts: one per video rung this
     source gets (never upscaled), then one for `audio` when the GOP carries audio.

@@ -179,7 +179,9 @@ def test_player_switches_down_under_throttling_and_back_up(demo: DemoRun) -> Non
     assert res["ok"], summary(res)
     assert res["state"]["errors"] == []
     switches = res["state"]["switches"]
-    assert switches[0]["from"] == "360p" and switches[-1]["to"] == "360p"
+    # the start-up ramp may switch up first; what matters is a switch down from the top and back up last
+    assert any(sw["from"] == "360p" and sw["to"] != "360p" for sw in switches), switches
+    assert switches[-1]["to"] == "360p", switches
 
 
 def test_dash_plays(demo: DemoRun) -> None:

@@ -14,7 +14,7 @@ from floodlight.partitioner import gop_partition
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics, topic_specs
 from schemas import codec
-from tests.support import sample_records
+from tests.support import sample_records, wait_until
 
 
 def test_topics_have_the_configs_of_the_table(isolated: Settings) -> None:
@@ -40,8 +40,9 @@ def test_drift_is_reported(isolated: Settings) -> None:
     res = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=[
         ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])
     admin.incremental_alter_configs([res])[res].result()
-    report = apply_topics(isolated)
-    assert any(line.startswith(name) and "retention.ms" in line for line in report.drift)
+    # the broker applies the controller's change to what it describes a moment later
+    drift = wait_until(lambda: apply_topics(isolated).drift, 15, interval=0.2, what="drift in the report")
+    assert any(line.startswith(name) and "retention.ms" in line for line in drift)
 
 
 def test_ten_mib_gop_chunk_round_trips(isolated: Settings) -> None:
