@@ -154,6 +154,8 @@ class Watcher(threading.Thread):
 class BeaconSender(threading.Thread):
     """A player's worth of beacons: batches to the api; a refused or failed batch is retried."""
 
+    BATCH = 10
+
     def __init__(self, api: str) -> None:
         super().__init__(daemon=True, name="chaos-beacons")
         self.api = api
@@ -171,7 +173,7 @@ class BeaconSender(threading.Thread):
     def _batch(self) -> list[dict[str, Any]]:
         now = int(time.time() * 1000)
         out = []
-        for _ in range(10):
+        for _ in range(self.BATCH):
             self._n += 1
             out.append({"event_time": now, "stream_id": STREAM, "session_id": f"chaos-{self._n // 10}",
                         "user_id": "", "device_type": "web", "quality": WATCH, "latency_ms": 2000 + self._n % 50,
