@@ -64,16 +64,20 @@ def stack_cmd(action: str = typer.Argument("status", help="up | down | status"))
     raise typer.Exit(stack.main([action]))
 
 
-def _register_roles() -> None:
-    registered = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    for modname in ROLE_CLIS:
+def register_modules(target: typer.Typer, modnames: tuple[str, ...]) -> None:
+    """Call `register(target)` of each module that exists (a role not written yet is skipped)."""
+    for modname in modnames:
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
             if not exc.name or not modname.startswith(exc.name):
                 raise
             continue
-        mod.register(app)
+        mod.register(target)
+
+
+def _register_roles() -> None:
+    register_modules(app, ROLE_CLIS)
     registered = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     for name, owner in PLANNED.items():
         if name not in registered:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 ROLE_MODULES = ("sinks.packager.cli", "sinks.clickhouse.cli")
 
 
 def register(app: typer.Typer) -> None:
-    for modname in ROLE_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not modname.startswith(exc.name):
-                raise
-            continue
-        mod.register(app)
+    from floodlight.cli import register_modules
+
+    register_modules(app, ROLE_MODULES)
