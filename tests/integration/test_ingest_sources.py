@@ -107,8 +107,8 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
         assert res is not None and res.returncode == 0, res.stderr
         wait_until(lambda: agent.stats.published >= 5, 20, what="GOPs from the SRT push")
         # the relay exits with its caller; the agent restarts it and the next caller gets through
-        first = agent.stats.published
         wait_until(lambda: agent._relay.restarts >= 1, 20, what="relay restarted")
+        first = agent.stats.published  # read after the restart: the first caller's tail GOP is out by then
         again = None
         for _ in range(3):
             again = push(["-re", "-i", str(feed_file), "-t", "2", "-c", "copy", "-f", "mpegts",
