@@ -106,7 +106,7 @@ def run_group(settings: Settings, gops: list[dict], preset: str, concurrent_gops
     parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
     reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "floodlight.cli", "encoder"], cwd=ROOT, env=env)
+    procs = [subprocess.Popen([sys.executable, "-m", "ops.cli", "encoder"], cwd=ROOT, env=env)
              for _ in range(members)]
     if pacer is not None:
         pacer.start()

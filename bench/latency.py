@@ -39,8 +39,8 @@ from typing import Any
 
 import httpx
 
-from floodlight.demo import demo_settings, settings_env
 from floodlight.settings import Settings
+from ops.demo import demo_settings, settings_env
 from tests.e2e.browser import run_browser, summary
 from tests.e2e.static_origin import free_port
 
@@ -139,7 +139,7 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
     s = demo_settings(base)
     url = f"http://127.0.0.1:{base.edge_port}"
     out = tmp / "demo.out"
-    cmd = [sys.executable, "-m", "floodlight.cli", "demo", "--latency", mode, "--source", source,
+    cmd = [sys.executable, "-m", "ops.cli", "demo", "--latency", mode, "--source", source,
            "--ladder", ladder, "--encoders", str(encoders)]
     proc = subprocess.Popen(cmd, env={**os.environ, **settings_env(base)}, stdout=out.open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -27,8 +27,8 @@ def base_settings() -> Settings:
 @pytest.fixture(scope="session")
 def broker(base_settings: Settings) -> Settings:
     """The real Kafka broker; ./run test starts it, a bare pytest run starts it too."""
-    from floodlight import stack
     from floodlight.kafka import wait_for_broker
+    from ops import stack
 
     try:
         wait_for_broker(base_settings, 3)

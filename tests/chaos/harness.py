@@ -2,7 +2,7 @@
 
 Private broker (own stack dir and port) so a broker stop/start does not disturb anything else;
 the object store sits on a small tmpfs when we may mount one, so a full disk can be simulated.
-Roles run as real child processes started from their CLI commands (floodlight.demo's Supervisor).
+Roles run as real child processes started from their CLI commands (ops.demo's Supervisor).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 
 import httpx
 
-from floodlight import stack
-from floodlight.demo import ChildSpec, DemoOptions, Supervisor, plan_children, register_stream
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics
+from ops import stack
+from ops.demo import ChildSpec, DemoOptions, Supervisor, plan_children, register_stream
 
 STREAM = "chaos"
 LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 600},

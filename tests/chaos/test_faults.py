@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from floodlight import stack
+from ops import stack
 from tests.chaos.conftest import REPORT
 from tests.chaos.harness import STREAM, WATCH, BeaconSender, ChaosPipeline, Watcher
 from tests.support import wait_until

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bench.latency import pct, playlist_pdt, stage_breakdown
-from floodlight.demo import (
+from floodlight.settings import Settings
+from ops.demo import (
     DemoOptions,
     StatusCollector,
     demo_settings,
@@ -12,14 +13,13 @@ from floodlight.demo import (
     render_status,
     settings_env,
 )
-from floodlight.settings import Settings
 
 
 def test_plan_starts_consumers_first_and_ingest_last_with_the_contract_commands(tmp_path) -> None:
     s = demo_settings(Settings(stack_dir=tmp_path, api_port=18000, edge_port=18080))
     plan = plan_children(s, DemoOptions(encoders=2, gop_seconds=1.0), python="py")
     assert [c.name for c in plan] == ["qoe", "api", "edge", "packager", "encoder-1", "encoder-2", "ingest"]
-    assert plan[-1].argv == ["py", "-m", "floodlight.cli", "ingest", "--stream", "demo",
+    assert plan[-1].argv == ["py", "-m", "ops.cli", "ingest", "--stream", "demo",
                              "--source", "testsrc:1920x1080@30", "--gop-seconds", "1.0"]
     assert plan[1].argv[-4:] == ["--host", "127.0.0.1", "--port", "18000"]
     assert plan[2].argv[-2:] == ["--port", "18080"]

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from floodlight.demo import demo_settings, port_free, settings_env
 from floodlight.settings import Settings
+from ops.demo import demo_settings, port_free, settings_env
 from tests.e2e.browser import browser_missing, run_browser, step, summary
 from tests.e2e.static_origin import free_port
 from tests.support import wait_until
@@ -52,7 +52,7 @@ class DemoRun:
 
 def start_demo(base: Settings, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, **settings_env(base), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "floodlight.cli", "demo", *DEMO_ARGS, *extra], env=env,
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", "demo", *DEMO_ARGS, *extra], env=env,
                             stdout=out.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

@@ -1,8 +1,8 @@
 from confluent_kafka import TopicPartition
 
-from floodlight.dlq import group_counts, read_dead_letters, retry, select
 from floodlight.kafka import dead_letter, make_consumer, make_producer
 from floodlight.settings import Settings
+from ops.dlq import group_counts, read_dead_letters, retry, select
 from tests.support import wait_until
 
 

@@ -154,7 +154,7 @@ def _spawn(settings: Settings, group: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, FLOODLIGHT_TOPIC_PREFIX=settings.topic_prefix,
                FLOODLIGHT_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, FLOODLIGHT_STORE_URL=settings.store_url,
                FLOODLIGHT_ENCODER_GROUP=group, FLOODLIGHT_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "floodlight.cli", "encoder"], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ops.cli", "encoder"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
 

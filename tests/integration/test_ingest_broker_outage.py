@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from floodlight import stack
 from floodlight.kafka import make_consumer
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics
+from ops import stack
 from producers.agent import AgentConfig
 from schemas import codec
 from tests.integration.test_ingest_sources import running

@@ -51,7 +51,7 @@ def consume(s: Settings, n: int, timeout: float) -> list[tuple[int, dict]]:
 
 
 def test_testsrc_10s_with_2s_gops_gives_5_self_contained_gops(isolated: Settings):
-    cmd = [sys.executable, "-m", "floodlight.cli", "ingest", "--stream", "ingest-t1", "--source", "testsrc",
+    cmd = [sys.executable, "-m", "ops.cli", "ingest", "--stream", "ingest-t1", "--source", "testsrc",
            "--gop-seconds", "2", "--duration", "10", "--no-registry", "--status-interval", "1"]
     proc = subprocess.Popen(cmd, env=agent_env(isolated), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -124,7 +124,7 @@ def test_testsrc_primary_and_backup_started_apart_share_identities(isolated: Set
 
 
 def test_sigterm_stops_the_agent_cleanly(isolated: Settings):
-    cmd = [sys.executable, "-m", "floodlight.cli", "ingest", "--stream", "sig-t", "--source", "testsrc:320x180@30",
+    cmd = [sys.executable, "-m", "ops.cli", "ingest", "--stream", "sig-t", "--source", "testsrc:320x180@30",
            "--gop-seconds", "1", "--no-registry", "--status-interval", "0.5"]
     proc = subprocess.Popen(cmd, env=agent_env(isolated), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -140,7 +140,7 @@ def test_sigterm_stops_the_agent_cleanly(isolated: Settings):
 
 
 def test_unregistered_stream_is_refused_with_a_clear_message(isolated: Settings):
-    cmd = [sys.executable, "-m", "floodlight.cli", "ingest", "--stream", "nobody-registered", "--source", "testsrc"]
+    cmd = [sys.executable, "-m", "ops.cli", "ingest", "--stream", "nobody-registered", "--source", "testsrc"]
     res = subprocess.run(cmd, env=agent_env(isolated), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "is not registered" in res.stderr and "--no-registry" in res.stderr

@@ -98,7 +98,7 @@ class Packager:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "floodlight.cli", "packager", "--group", self.group],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "packager", "--group", self.group],
                                      cwd=ROOT, env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
 
     def kill9(self) -> None:

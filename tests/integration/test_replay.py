@@ -15,8 +15,8 @@ from floodlight.kafka import make_producer
 from floodlight.objectstore import open_store
 from floodlight.partitioner import gop_partition
 from floodlight.registry import new_stream_record, publish_stream
-from floodlight.replay import ReplayError, load_ladder, run_replay
 from floodlight.settings import Settings
+from ops.replay import ReplayError, load_ladder, run_replay
 from producers.testsrc import generate_gops
 from schemas import codec
 

@@ -31,7 +31,7 @@ from floodlight.kafka import make_consumer
 from floodlight.settings import Settings
 from schemas import codec
 
-log = logging.getLogger("floodlight.replay")
+log = logging.getLogger(__name__)
 ASSET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _REL_RE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 SLACK_MS = 30_000  # record timestamps (publish) vs capture clock: widen offset lookups

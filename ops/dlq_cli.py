@@ -17,7 +17,7 @@ def dlq_list(stream: str = typer.Option(None, "--stream"), as_json: bool = typer
     from rich.console import Console
     from rich.table import Table
 
-    from floodlight.dlq import group_counts, read_dead_letters, select
+    from ops.dlq import group_counts, read_dead_letters, select
 
     entries = select(list(read_dead_letters(get_settings())), stream_id=stream)
     if as_json:
@@ -43,7 +43,7 @@ def dlq_list(stream: str = typer.Option(None, "--stream"), as_json: bool = typer
 @dlq_app.command("show")
 def dlq_show(offset: int = typer.Argument(..., help="Offset in the dlq topic (see `dlq list`).")) -> None:
     """One dead letter in full (the original value as its size and first bytes)."""
-    from floodlight.dlq import read_dead_letters, select
+    from ops.dlq import read_dead_letters, select
 
     found = select(list(read_dead_letters(get_settings())), offsets={offset})
     if not found:
@@ -63,7 +63,7 @@ def dlq_retry(
     yes: bool = typer.Option(False, "--yes", help="Do it (without it, only say what would be retried)."),
 ) -> None:
     """Re-publish chosen dead letters to their original topic, once the cause is fixed."""
-    from floodlight.dlq import read_dead_letters, retry, select
+    from ops.dlq import read_dead_letters, retry, select
 
     if not offsets and not (stream or error_class or stage):
         typer.echo("name offsets or a filter (--stream/--class/--stage); refusing to retry everything", err=True)

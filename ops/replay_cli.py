@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Transcode and package a past range again (own consumer group; resumable after Ctrl-C)."""
         from floodlight.log import setup_logging
-        from floodlight.replay import ReplayError, load_ladder, parse_when, result_json, run_replay
+        from ops.replay import ReplayError, load_ladder, parse_when, result_json, run_replay
 
         settings = get_settings()
         setup_logging("replay", settings.log_level, "text")

@@ -1,4 +1,4 @@
-"""`floodlight demo`: the whole pipeline as child processes with a live status table (floodlight/demo.py)."""
+"""`floodlight demo`: the whole pipeline as child processes with a live status table (ops/demo.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def demo(
     gop_seconds: float = typer.Option(None, "--gop-seconds", help="GOP length (default by latency mode)."),
 ) -> None:
     """Run a live event: ingest -> encoders -> packager -> api (+ edge), QoE app; prints the player URL."""
-    from floodlight.demo import DemoOptions, main, parse_ladder
     from floodlight.settings import get_settings
+    from ops.demo import DemoOptions, main, parse_ladder
 
     if latency not in ("low", "standard"):
         raise typer.BadParameter("--latency must be low or standard")

@@ -104,7 +104,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def plan_children(settings: Settings, opts: DemoOptions, python: str = sys.executable) -> list[ChildSpec]:
     """The child processes, in start order (consumers first, the ingest last)."""
-    fl = [python, "-m", "floodlight.cli"]
+    fl = [python, "-m", "ops.cli"]
     env = settings_env(settings)
     children = [
         ChildSpec("qoe", [*fl, "qoe"], env),
