@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from floodlight.settings import Settings
 from schemas import codec
+from schemas.errors import DeadLetterClass, Stage
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 log = logging.getLogger("floodlight.kafka")
@@ -85,8 +86,8 @@ def dead_letter(
     msg: Message | None,
     *,
     reason: str,
-    error_class: str,
-    stage: str,
+    error_class: DeadLetterClass,
+    stage: Stage,
     stream_id: str | None = None,
     gop_index: int | None = None,
     value: bytes | None = None,
@@ -100,8 +101,8 @@ def dead_letter(
         "key": msg.key() if msg is not None else key,
         "value": msg.value() if msg is not None else value,
         "reason": reason[:2000],
-        "error_class": error_class,
-        "stage": stage,
+        "error_class": DeadLetterClass(error_class).value,
+        "stage": Stage(stage).value,
         "stream_id": stream_id,
         "gop_index": gop_index,
         "failed_ms": int(time.time() * 1000),

@@ -35,6 +35,7 @@ from processors.qoe.decode import decode_beacon
 from processors.qoe.validate import Limits, check
 from processors.qoe.viewers import count, group_sightings, merge, prune
 from schemas import codec
+from schemas.errors import DeadLetterClass, Stage
 
 log = logging.getLogger("floodlight.qoe")
 
@@ -133,13 +134,14 @@ class QoeService:
             except codec.CodecError as exc:
                 reasons["undecodable"] += 1
                 dead_letter(self.dlq, self.settings, _Source(self.topic, partition, offset, key, value),
-                            reason=f"undecodable beacon: {exc}", error_class=type(exc).__name__, stage="qoe")
+                            reason=f"undecodable beacon: {exc}", error_class=DeadLetterClass.SCHEMA, stage=Stage.QOE)
                 continue
             reason = check(beacon, accept_ms, self._known, self.limits)
             if reason:
                 reasons[reason] += 1
                 dead_letter(self.dlq, self.settings, _Source(self.topic, partition, offset, key, value),
-                            reason=f"implausible beacon: {reason}", error_class="implausible", stage="qoe",
+                            reason=f"implausible beacon: {reason}", error_class=DeadLetterClass.IMPLAUSIBLE,
+                            stage=Stage.QOE,
                             stream_id=beacon["stream_id"][:100])
                 continue
             batch.add(beacon, partition, offset)
