@@ -27,19 +27,20 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from floodlight import ids
 from floodlight.kafka import make_consumer
 from floodlight.settings import Settings
 from schemas import codec
+from schemas.errors import FloodlightError
 
 log = logging.getLogger(__name__)
-ASSET_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _REL_RE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 SLACK_MS = 30_000  # record timestamps (publish) vs capture clock: widen offset lookups
 LAG_MS = 10_000  # capture -> publish lag allowed when checking retention
 _UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-class ReplayError(Exception):
+class ReplayError(FloodlightError):
     """A replay that cannot run as asked (bad range, outside retention, bad ladder); the message says why."""
 
 
@@ -79,8 +80,9 @@ def load_ladder(path: Path) -> list[dict[str, Any]]:
                     "bitrate_kbps": int(r["bitrate_kbps"])}
         except (KeyError, TypeError, ValueError) as exc:
             raise ReplayError(f"ladder rung {i} needs name, width, height, bitrate_kbps: {exc}") from exc
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$", rung["name"]) or rung["name"] == "audio":
-            raise ReplayError(f"ladder rung {i}: invalid name {rung['name']!r}")
+        if not ids.is_rung_name(rung["name"]):
+            raise ReplayError(f"ladder rung {i}: invalid name {rung['name']!r} (use {ids.RENDITION_PATTERN}, "
+                              f"not {ids.AUDIO_RENDITION!r})")
         if rung["width"] <= 0 or rung["height"] <= 0 or rung["width"] % 2 or rung["height"] % 2:
             raise ReplayError(f"ladder rung {rung['name']}: width and height must be positive and even")
         if not 50 <= rung["bitrate_kbps"] <= 100_000:
@@ -254,8 +256,8 @@ def run_replay(settings: Settings, stream_id: str, t1: int, t2: int, *, ladder: 
     from sinks.packager.state import StreamConfig
 
     asset = as_id or f"{stream_id}-replay-{t1 // 1000}"
-    if not ASSET_RE.match(asset):
-        raise ReplayError(f"invalid asset id {asset!r}: use [a-z0-9][a-z0-9-]{{0,99}}")
+    if not ids.is_stream_id(asset):
+        raise ReplayError(f"invalid asset id {asset!r}: use {ids.STREAM_ID_PATTERN}")
     if asset == stream_id and not vod:
         raise ReplayError("a live-like replay needs --as NEW_ID (it would overwrite the live stream)")
 

@@ -7,17 +7,16 @@ Assets are a fixed allow-list, so no path is ever built from the request.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
+from floodlight import ids
 from floodlight.settings import ROOT
 
 STATIC = Path(__file__).resolve().parent / "static"
 NODE_MODULES = ROOT / "node_modules"
-STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
 # name served under /player/ -> (file, content type)
 ASSETS: dict[str, tuple[Path, str]] = {
@@ -40,7 +39,7 @@ router = APIRouter(tags=["player"])
 @router.get("/watch/{stream_id}", response_class=HTMLResponse, summary="The web player for one stream")
 def watch(stream_id: str) -> HTMLResponse:
     """The player page; it finds its stream from the URL path and asks the api for the playback URL."""
-    if not STREAM_ID_RE.match(stream_id):
+    if not ids.is_stream_id(stream_id):
         raise HTTPException(404, "no such stream")
     html = (STATIC / "player.html").read_text(encoding="utf-8")
     return HTMLResponse(html, headers={
