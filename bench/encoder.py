@@ -30,8 +30,8 @@ from floodlight.kafka import consumer_config, make_producer, wait_for_broker
 from floodlight.registry import DEFAULT_LADDER, new_stream_record, publish_stream
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics
-from producers.publisher import publish_gops
-from producers.testsrc import generate_gops
+from producers.publish.publisher import publish_gops
+from producers.sources.testsrc import generate_gops
 from schemas import codec
 
 ROOT = Path(__file__).resolve().parent.parent

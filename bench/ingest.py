@@ -63,8 +63,9 @@ def measured(path: Path, settings) -> dict[str, list[float]]:  # noqa: ANN001 - 
 
     from floodlight.kafka import make_producer
     from floodlight.partitioner import gop_partition
-    from producers.chunker import GopChunker, MediaPacket
-    from producers.sources import _audio_params, _video_params
+    from producers.gop.chunker import GopChunker
+    from producers.media import MediaPacket
+    from producers.sources.demux import audio_params, video_params
     from schemas import codec
 
     producer = make_producer(settings)
@@ -73,7 +74,7 @@ def measured(path: Path, settings) -> dict[str, list[float]]:  # noqa: ANN001 - 
     stages: dict[str, list[float]] = {"demux": [], "chunk": [], "frame": [], "publish": [], "total": []}
     with av.open(str(path)) as c:
         v, a = c.streams.video[0], c.streams.audio[0]
-        ch = GopChunker("bench", "primary", _video_params(v), _audio_params(a), Fraction(v.time_base),
+        ch = GopChunker("bench", "primary", video_params(v), audio_params(a), Fraction(v.time_base),
                         Fraction(a.time_base), wrap_bits=33)
         demux_s = chunk_s = 0.0
         it = iter(c.demux())

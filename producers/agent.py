@@ -7,33 +7,22 @@ its oldest GOPs past FLOODLIGHT_INGEST_BUFFER_SECONDS instead).
 
 from __future__ import annotations
 
-import hmac
 import logging
-import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TextIO
 
 from floodlight.settings import Settings
-from producers import h264
-from producers.chunker import FeedProblem, GopChunker
-from producers.publisher import GopPublisher
-from producers.sources import (
-    DemuxSource,
-    FeedSession,
-    ParamsChange,
-    SourceError,
-    SourceSpec,
-    SrtRelay,
-    StreamInfo,
-    TestPatternSource,
-    parse_source,
-)
-from producers.telemetry import IngestStats, StatusPrinter
+from producers.gop import h264
+from producers.gop.chunker import GopChunker
+from producers.media import FeedProblem, FeedSession, ParamsChange, Source, SourceError, StreamInfo
+from producers.publish.publisher import GopPublisher
+from producers.publish.telemetry import IngestStats, StatusPrinter
+from producers.sources.dispatch import open_source
+from producers.sources.spec import SourceContext, parse_source
 
 log = logging.getLogger("producers.agent")
 GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # 4 s segments put HOLD-BACK (3x) past the 10 s target
@@ -62,12 +51,6 @@ class AgentError(Exception):
         self.code = code
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class IngestAgent:
     def __init__(self, settings: Settings, cfg: AgentConfig, stop: threading.Event | None = None,
                  out: TextIO | None = None) -> None:
@@ -80,8 +63,7 @@ class IngestAgent:
         self.publisher: GopPublisher | None = None
         self.media_seconds = 0.0
         self.refusals: list[str] = []
-        self._relay: SrtRelay | None = None
-        self._gate: Any = None
+        self.source: Source | None = None
 
     # --- set-up -------------------------------------------------------------------------------
     def _load_record(self) -> None:
@@ -111,80 +93,10 @@ class IngestAgent:
         mode = (self.record or {}).get("latency_mode", "STANDARD")
         return GOP_SECONDS_BY_MODE.get(mode, 4.0)
 
-    def verify_key(self, spec: SourceSpec) -> Callable[[str, str], bool]:
-        """(app, presented key) -> allowed: registered hashes, or the literal key of --no-registry."""
-        from floodlight.streamkeys import verify_stream_key
-
-        hashes = [e["stream_key_hash"] for e in (self.record or {}).get("ingest_endpoints", [])
-                  if e.get("stream_key_hash") and e.get("role", self.cfg.ingest_id) in (self.cfg.ingest_id, "")]
-        if not hashes:
-            hashes = [e["stream_key_hash"] for e in (self.record or {}).get("ingest_endpoints", [])
-                      if e.get("stream_key_hash")]
-        literal = spec.key
-
-        def verify(_app: str, key: str) -> bool:
-            if not key:
-                return False
-            if self.record is not None:
-                if not hashes:
-                    return literal is not None and hmac.compare_digest(key.encode(), literal.encode())
-                return any(verify_stream_key(key, h) for h in hashes)
-            return literal is not None and hmac.compare_digest(key.encode(), literal.encode())
-
-        return verify
-
-    def _source(self, spec: SourceSpec) -> Any:
-        from producers.normalize import NormalizeSpec
-
-        gop_s = self.gop_seconds()
-        preset = self.cfg.preset or "ultrafast"
-        norm = NormalizeSpec(gop_s, preset) if self.cfg.normalize else None
-        bad = self._bad_input
-        if spec.kind == "testsrc":
-            from producers.testsrc import parse_source as parse_test
-
-            return TestPatternSource(parse_test(spec.raw, gop_s), self.stop, self.cfg.duration, preset=preset)
-        if spec.kind == "file":
-            assert spec.path is not None
-            return DemuxSource(str(spec.path), self.stop, pace=True, loop=spec.loop, normalize=norm,
-                               label=f"file {spec.path.name}", on_bad_input=bad)
-        if spec.kind == "rtmp":
-            from producers.rtmpgate import RtmpGate
-
-            if self.record is None and spec.key is None:
-                raise AgentError("rtmp with --no-registry needs the key in the URL: rtmp://HOST:PORT/APP/KEY",
-                                 EXIT_USAGE)
-            backend = free_port()
-            try:
-                self._gate = RtmpGate(spec.host, spec.port, backend, spec.app, self.verify_key(spec),
-                                      on_refused=lambda reason: bad("wrong_key", reason)).start()
-            except OSError as exc:
-                raise AgentError(f"cannot listen on {spec.host}:{spec.port}: {exc}", EXIT_SOURCE) from exc
-            log.info("rtmp listening", extra={"stream_id": self.cfg.stream_id, "port": self._gate.port})
-            if self.record is not None and not any(e.get("stream_key_hash") for e in
-                                                   self.record.get("ingest_endpoints", [])) and spec.key is None:
-                log.warning("no stream key registered for this stream: every push will be refused",
-                            extra={"stream_id": self.cfg.stream_id})
-            return DemuxSource(f"rtmp://127.0.0.1:{backend}/{spec.app}/ingest", self.stop, options={"listen": "1"},
-                               listen=True, normalize=norm, label=f"rtmp :{spec.port}", on_bad_input=bad,
-                               poke=("127.0.0.1", backend))
-        if spec.kind == "srt":
-            port = free_port()
-            self._relay = SrtRelay(spec, port, self.stop).start()
-            log.info("srt relay started", extra={"stream_id": self.cfg.stream_id, "port": spec.port})
-            return DemuxSource(f"tcp://127.0.0.1:{port}?listen=1", self.stop, listen=True, normalize=norm,
-                               label=f"srt :{spec.port}", on_bad_input=bad, poke=("127.0.0.1", port))
-        if spec.kind == "tcp":
-            listen = spec.query.get("listen", "1") != "0"
-            url = f"tcp://{spec.host}:{spec.port}" + ("?listen=1" if listen else "")
-            poke = ("127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host, spec.port) if listen else None
-            return DemuxSource(url, self.stop, listen=True, normalize=norm, label=f"tcp :{spec.port}",
-                               on_bad_input=bad, poke=poke)
-        if spec.kind == "udp":
-            # a quiet UDP feed ends its session after 3 s (and listening resumes), so stop is prompt too
-            return DemuxSource(f"udp://{spec.host}:{spec.port}", self.stop, listen=True, normalize=norm,
-                               label=f"udp :{spec.port}", on_bad_input=bad, read_timeout=3.0)
-        raise AgentError(f"unsupported source kind {spec.kind}", EXIT_USAGE)
+    def _source_context(self) -> SourceContext:
+        return SourceContext(self.cfg.stream_id, self.cfg.ingest_id, self.stop, self.gop_seconds(),
+                             self.cfg.preset or "ultrafast", normalize=self.cfg.normalize,
+                             duration=self.cfg.duration, record=self.record, on_bad_input=self._bad_input)
 
     def _bad_input(self, kind_or_reason: str, reason: str | None = None) -> None:
         kind = kind_or_reason if reason is not None else "unreadable"
@@ -196,10 +108,13 @@ class IngestAgent:
         try:
             spec = parse_source(self.cfg.source)
             self._load_record()
-            source = self._source(spec)
+            self.source = source = open_source(spec, self._source_context())
         except ValueError as exc:
             print(f"floodlight ingest: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except SourceError as exc:
+            print(f"floodlight ingest: {exc}", file=sys.stderr)
+            return EXIT_SOURCE
         except AgentError as exc:
             print(f"floodlight ingest: {exc}", file=sys.stderr)
             return exc.code
@@ -305,10 +220,8 @@ class IngestAgent:
             log.debug("gop", extra={"stream_id": g["stream_id"], "gop_index": g["gop_index"], "epoch": g["epoch"]})
 
     def _finish(self, status: StatusPrinter) -> None:
-        if self._gate is not None:
-            self._gate.stop()
-        if self._relay is not None:
-            self._relay.stop_now()
+        if self.source is not None:
+            self.source.close()  # the RTMP gate, the SRT relay
         if self.publisher is not None:
             ok = self.publisher.close(timeout=30)
             if not ok:

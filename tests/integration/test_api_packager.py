@@ -27,7 +27,7 @@ SID = "pkgd"
 
 def test_packager_output_through_the_api(isolated: Settings, tmp_path: Any) -> None:
     from processors.encoder.transcode import transcode_gop
-    from producers.testsrc import generate_gops
+    from producers.sources.testsrc import generate_gops
     from sinks.packager.core import StreamPackager
     from sinks.packager.state import StreamConfig
 

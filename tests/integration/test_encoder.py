@@ -21,8 +21,8 @@ from floodlight.kafka import consumer_config, make_producer
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.settings import Settings
 from processors.encoder.worker import EncoderWorker
-from producers.publisher import publish_gops
-from producers.testsrc import generate_gops
+from producers.publish.publisher import publish_gops
+from producers.sources.testsrc import generate_gops
 from schemas import codec
 from tests.support import wait_until
 

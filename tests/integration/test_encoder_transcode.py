@@ -11,7 +11,7 @@ import pytest
 from floodlight.registry import DEFAULT_LADDER
 from processors.encoder import cmaf
 from processors.encoder.transcode import TranscodeError, transcode_gop
-from producers.testsrc import generate_gops
+from producers.sources.testsrc import generate_gops
 
 START_MS = 1_795_000_000_000
 LADDER_360 = [

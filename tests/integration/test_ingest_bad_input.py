@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from floodlight.settings import Settings
-from producers.agent import EXIT_OK, EXIT_REFUSED, AgentConfig, IngestAgent, free_port
-from producers.gopcheck import decode_gop
+from producers.agent import EXIT_OK, EXIT_REFUSED, AgentConfig, IngestAgent
+from producers.gop.gopcheck import decode_gop
+from producers.sources.demux import free_port
 from tests.integration.test_ingest_sources import push, running
 from tests.integration.test_ingest_testsrc import consume
 from tests.support import wait_until

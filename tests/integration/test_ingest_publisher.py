@@ -6,8 +6,8 @@ import uuid
 
 from floodlight.kafka import make_consumer
 from floodlight.settings import Settings
-from producers.publisher import GopPublisher
-from producers.testsrc import generate_gops
+from producers.publish.publisher import GopPublisher
+from producers.sources.testsrc import generate_gops
 from schemas import codec
 from tests.support import wait_until
 

@@ -18,8 +18,9 @@ from floodlight.kafka import make_producer
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.settings import Settings
 from floodlight.streamkeys import hash_stream_key, new_stream_key
-from producers.agent import AgentConfig, IngestAgent, free_port
-from producers.gopcheck import decode_gop
+from producers.agent import AgentConfig, IngestAgent
+from producers.gop.gopcheck import decode_gop
+from producers.sources.demux import free_port
 from tests.integration.test_ingest_testsrc import consume
 from tests.support import wait_until
 
@@ -66,13 +67,13 @@ def test_rtmp_push_is_chunked_and_a_wrong_key_is_refused(isolated: Settings, fee
     publish_stream(p, isolated, rec)
     cfg = AgentConfig("rtmp-t", f"rtmp://127.0.0.1:{port}/live/{{stream_key}}", status_interval=0)
     with running(isolated, cfg) as agent:
-        wait_until(lambda: agent._gate is not None, 30, what="rtmp gate listening")
+        wait_until(lambda: agent.source is not None, 30, what="rtmp gate listening")
         bad = push(["-re", "-i", str(feed_file), "-t", "2", "-c", "copy", "-f", "flv",
                     f"rtmp://127.0.0.1:{port}/live/sk_wrong-key"])
         assert bad.returncode != 0  # the pusher was cut off
-        assert agent._gate.refused == 1 and agent.stats.published == 0
+        assert agent.source.gate.refused == 1 and agent.stats.published == 0
         good = push(["-re", "-i", str(feed_file), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"])
-        assert agent._gate.accepted == 1, good.stderr
+        assert agent.source.gate.accepted == 1, good.stderr
         wait_until(lambda: agent.stats.published >= 6, 20, what="6 GOPs from the RTMP push")
         # the pusher reconnects: its timestamps restart at 0 -> a new epoch, identities keep counting up
         push(["-re", "-i", str(feed_file), "-t", "3", "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/{key}"])
@@ -97,7 +98,7 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
     port = free_port()
     cfg = AgentConfig("srt-t", f"srt://127.0.0.1:{port}?streamid=venue-a", use_registry=False, status_interval=0)
     with running(isolated, cfg) as agent:
-        wait_until(lambda: agent._relay is not None and agent._relay.proc is not None, 30, what="srt relay")
+        wait_until(lambda: agent.source is not None and agent.source.relay.proc is not None, 30, what="srt relay")
         res = None
         for _ in range(3):  # the relay may still be binding its port
             res = push(["-re", "-i", str(feed_file), "-c", "copy", "-f", "mpegts",
@@ -107,7 +108,7 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
         assert res is not None and res.returncode == 0, res.stderr
         wait_until(lambda: agent.stats.published >= 5, 20, what="GOPs from the SRT push")
         # the relay exits with its caller; the agent restarts it and the next caller gets through
-        wait_until(lambda: agent._relay.restarts >= 1, 20, what="relay restarted")
+        wait_until(lambda: agent.source.relay.restarts >= 1, 20, what="relay restarted")
         first = agent.stats.published  # read after the restart: the first caller's tail GOP is out by then
         again = None
         for _ in range(3):

@@ -9,9 +9,9 @@ import uuid
 
 from floodlight.partitioner import gop_partition
 from floodlight.settings import Settings
-from producers.gopcheck import decode_gop
-from producers.publisher import publish_gops
-from producers.testsrc import generate_gops
+from producers.gop.gopcheck import decode_gop
+from producers.publish.publisher import publish_gops
+from producers.sources.testsrc import generate_gops
 from schemas import codec
 from tests.support import wait_until
 
@@ -150,7 +150,7 @@ def test_live_testsrc_skips_ahead_instead_of_falling_behind():
     """A camera does not slow down: a feed whose GOP is already in the past jumps to the current one."""
     import time
 
-    from producers.testsrc import TestPatternFeed, TestSpec
+    from producers.sources.testsrc import TestPatternFeed, TestSpec
 
     feed = TestPatternFeed(TestSpec(128, 72, 30, 1.0))
     now_gop = int(time.time())  # 1 s GOPs: gop_index == Unix second

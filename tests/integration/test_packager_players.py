@@ -46,7 +46,7 @@ if (location.search.includes('hls')) {
 @pytest.fixture(scope="module")
 def origin(tmp_path_factory) -> Iterator[str]:
     from processors.encoder.transcode import transcode_gop
-    from producers.testsrc import generate_gops
+    from producers.sources.testsrc import generate_gops
 
     root = tmp_path_factory.mktemp("players")
     keys = open_key_provider(root.parent / f"{root.name}-keys")

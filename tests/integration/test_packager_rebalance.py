@@ -22,7 +22,7 @@ STREAMS = ["reb-a", "reb-b", "reb-c", "reb-d"]
 @pytest.fixture(scope="module")
 def small_media() -> dict[int, list[dict[str, Any]]]:
     from processors.encoder.transcode import transcode_gop
-    from producers.testsrc import generate_gops
+    from producers.sources.testsrc import generate_gops
 
     ladder = [{"name": "180p", "width": 320, "height": 180, "bitrate_kbps": 250}]
     gops = generate_gops("reb", 16, width=320, height=180, gop_seconds=1.0, start_ms=int(time.time() * 1000) - 16_000)

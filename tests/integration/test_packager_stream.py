@@ -54,7 +54,7 @@ SID = "main"
 def media() -> dict[int, list[dict[str, Any]]]:
     """30 s of real CMAF: testsrc 640x360 1 s GOPs through the encoder's transcode_gop, 1/3 s parts."""
     from processors.encoder.transcode import transcode_gop
-    from producers.testsrc import generate_gops
+    from producers.sources.testsrc import generate_gops
 
     gops = generate_gops(SID, N_GOPS, width=640, height=360, gop_seconds=1.0,
                          start_ms=int(time.time() * 1000) - N_GOPS * 1000)

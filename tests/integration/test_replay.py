@@ -17,7 +17,7 @@ from floodlight.partitioner import gop_partition
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.settings import Settings
 from ops.replay import ReplayError, load_ladder, run_replay
-from producers.testsrc import generate_gops
+from producers.sources.testsrc import generate_gops
 from schemas import codec
 
 GOP_S = 2.0

@@ -6,7 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from producers.chunker import FeedProblem, GopChunker, GopIndexer, MediaPacket, PtsUnwrapper
+from producers.gop.chunker import GopChunker, GopIndexer, PtsUnwrapper
+from producers.media import FeedProblem, MediaPacket
 
 TB = Fraction(1, 90000)
 ATB = Fraction(1, 48000)

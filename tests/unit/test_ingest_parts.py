@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producers import h264
 from producers.agent import _redact
-from producers.rtmpgate import RtmpCommandReader, RtmpRefused, amf0_values
-from producers.sources import parse_source
-from producers.testsrc import PatternRenderer, TestSpec, read_clock, strip_bits, tone
-from producers.testsrc import parse_source as parse_testsrc
+from producers.gop import h264
+from producers.sources.rtmpgate import RtmpCommandReader, RtmpRefused, amf0_values
+from producers.sources.spec import parse_source
+from producers.sources.testsrc import PatternRenderer, TestSpec, read_clock, strip_bits, tone
+from producers.sources.testsrc import parse_source as parse_testsrc
 
 
 # --- test pattern ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import socket
 import time
 
 from floodlight.settings import Settings
-from producers.publisher import GopPublisher
+from producers.publish.publisher import GopPublisher
 
 
 def gop(i: int, seconds: float = 1.0) -> dict:

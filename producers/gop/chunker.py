@@ -20,22 +20,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-
-class FeedProblem(ValueError):
-    """The feed is not H.264 + AAC with closed, regular GOPs; the message names the problem."""
-
-
-@dataclass(slots=True)
-class MediaPacket:
-    """One encoded access unit as a source adapter hands it over (timestamps in the stream's time base)."""
-
-    kind: str  # "video" | "audio"
-    pts: int
-    dts: int
-    data: bytes
-    keyframe: bool = False
-    duration: int = 0
-    wallclock_ms: int | None = None  # capture time of a video frame, when the source knows it
+from producers.media import FeedProblem, MediaPacket
 
 
 class PtsUnwrapper:

@@ -13,7 +13,7 @@ from typing import Any
 
 import av
 
-from producers.chunker import MediaPacket
+from producers.media import MediaPacket
 
 VIDEO_TB = Fraction(1, 90000)
 

@@ -1,169 +1,38 @@
-"""Feed sources: test pattern, files, RTMP (behind the key gate), SRT (through a relay), TCP/UDP MPEG-TS.
+"""Anything FFmpeg demuxes: files and URLs, TCP/UDP MPEG-TS, and the private side of RTMP and SRT.
 
-A source yields sessions (one per file, per accepted connection); a session yields MediaPackets
-and ParamsChange markers. Sessions carry a StreamInfo that tells the agent how to build its
-chunker (time bases, PTS wrap, whether GOPs are ours and regular by construction).
+Without --normalize the packets pass through untouched, so the feed must already be H.264 + AAC;
+every in-band SPS change becomes a ParamsChange (resolution switch -> new epoch). With it, the
+Normalizer re-encodes the demuxed packets on a fixed GOP grid.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-from producers import h264
-from producers.chunker import FeedProblem, MediaPacket
+from producers.gop import h264
+from producers.media import FeedProblem, FeedSession, MediaPacket, ParamsChange, SourceError, StreamInfo
 
-log = logging.getLogger("producers.sources")
-
-
-class SourceError(RuntimeError):
-    """The source cannot be opened or read at all (bad path, port busy, ...)."""
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """A parsed --source value."""
-
-    kind: str  # testsrc | file | rtmp | srt | tcp | udp
-    raw: str
-    path: Path | None = None
-    loop: bool = False
-    host: str = ""
-    port: int = 0
-    app: str = ""
-    key: str | None = None  # a literal key in the RTMP URL (None for the {stream_key} placeholder)
-    query: dict[str, str] = field(default_factory=dict)
-
-
-def parse_source(src: str) -> SourceSpec:
-    """Validate and split a --source value; raises ValueError with a message naming the problem."""
-    if src.startswith("testsrc"):
-        return SourceSpec("testsrc", src)
-    if src.startswith("file:"):
-        rest = src[len("file:"):]
-        if rest.startswith("//"):
-            rest = urlsplit(src).path + (("?" + urlsplit(src).query) if urlsplit(src).query else "")
-        path_s, _, q = rest.partition("?")
-        query = {k: v[-1] for k, v in parse_qs(q).items()}
-        unknown = set(query) - {"loop"}
-        if unknown:
-            raise ValueError(f"unknown file source option(s) {sorted(unknown)}: only ?loop=1")
-        path = Path(path_s).expanduser()
-        if not path.is_file():
-            raise ValueError(f"file source {path_s!r} does not exist or is not a regular file")
-        return SourceSpec("file", src, path=path.resolve(), loop=query.get("loop", "0") in ("1", "true", "yes"))
-    u = urlsplit(src)
-    if u.scheme in ("rtmp", "srt", "tcp", "udp"):
-        if not u.hostname or not u.port:
-            raise ValueError(f"{src!r}: need host and port, e.g. {u.scheme}://0.0.0.0:PORT...")
-        query = {k: v[-1] for k, v in parse_qs(u.query).items()}
-        if u.scheme == "rtmp":
-            parts = [p for p in u.path.split("/") if p]
-            if not parts:
-                raise ValueError(f"{src!r}: need an app, e.g. rtmp://0.0.0.0:1935/live/{{stream_key}}")
-            app = parts[0]
-            key = parts[1] if len(parts) > 1 else None
-            if key in ("{stream_key}", "%7Bstream_key%7D"):
-                key = None
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", app):
-                raise ValueError(f"{src!r}: bad RTMP app name {app!r}")
-            return SourceSpec("rtmp", src, host=u.hostname, port=u.port, app=app, key=key, query=query)
-        return SourceSpec(u.scheme, src, host=u.hostname, port=u.port, query=query)
-    raise ValueError(f"unknown source {src!r}: expected testsrc[:WxH@FPS], file:PATH[?loop=1], "
-                     "rtmp://HOST:PORT/APP/{stream_key}, srt://HOST:PORT?streamid=..., tcp://..., udp://...")
-
-
-@dataclass
-class StreamInfo:
-    video: dict[str, Any]
-    audio: dict[str, Any] | None
-    time_base: Fraction
-    audio_time_base: Fraction | None
-    wrap_bits: int | None = None
-    length_size: int | None = None
-    gop_ticks: int | None = None  # known GOP duration (ours) in video ticks
-    produced_here: bool = False  # testsrc / --normalize: closed, regular GOPs by construction
-    label: str = ""
-
-
-@dataclass
-class ParamsChange:
-    video: dict[str, Any]
-    audio: dict[str, Any] | None
-    reason: str
-
-
-class FeedSession:
-    """One continuous feed: `info` plus an iterator of MediaPacket | ParamsChange."""
-
-    def __init__(self, info: StreamInfo, items: Iterator[MediaPacket | ParamsChange],
-                 close: Callable[[], None] = lambda: None) -> None:
-        self.info = info
-        self.items = items
-        self.close = close
+log = logging.getLogger("producers.sources.demux")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-# --- test pattern -------------------------------------------------------------------------------
-class TestPatternSource:
-    """Real-time test pattern, wall-clock anchored (see producers.testsrc)."""
-
-    __test__ = False
-
-    def __init__(self, spec: Any, stop: threading.Event, duration_s: float | None = None,
-                 preset: str = "ultrafast", threads: int = 0) -> None:
-        from producers.testsrc import TestPatternFeed
-
-        self.spec = spec
-        self.stop = stop
-        self.duration_s = duration_s
-        self.feed = TestPatternFeed(spec, preset=preset, threads=threads)
-
-    def sessions(self) -> Iterator[FeedSession]:
-        from producers.testsrc import TICKS
-
-        f = self.feed
-        info = StreamInfo(f.venc.params(), f.aenc.params(), Fraction(1, TICKS), Fraction(1, f.sample_rate),
-                          gop_ticks=self.spec.gop_ticks, produced_here=True,
-                          label=f"testsrc {self.spec.width}x{self.spec.height}@{self.spec.fps}")
-        gops = None if self.duration_s is None else max(1, int(self.duration_s / self.spec.gop_seconds + 1e-9))
-        yield FeedSession(info, self._items(gops))
-
-    def _items(self, gops: int | None) -> Iterator[MediaPacket]:
-        from producers.testsrc import TICKS
-
-        f = self.feed
-        first = f.first_gop_at(_now_ms())
-        end_pts = None if gops is None else f.frame_pts(first + gops, 0)
-        for pts, pkts in f.packets(first, gops, live=True):
-            # pace: a frame is "captured" at its own timestamp
-            delay = pts / TICKS - time.time()
-            if delay > 0 and self.stop.wait(delay):
-                return
-            if self.stop.is_set():
-                return
-            yield from pkts
-        for p in f.venc.flush():
-            yield p
-        for p in f.aenc.encode(None):
-            if end_pts is None or p.pts * TICKS // f.sample_rate < end_pts:
-                yield p
+def free_port() -> int:
+    """A free TCP port on the loopback (the private side of a listener; tests pick ports with it too)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-# --- demuxed sources (file, RTMP, TCP/UDP MPEG-TS) ---------------------------------------------------
-def _video_params(stream: Any) -> dict[str, Any]:
+def video_params(stream: Any) -> dict[str, Any]:
     cc = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or Fraction(30)
     rate = Fraction(rate).limit_denominator(1001)
@@ -171,7 +40,7 @@ def _video_params(stream: Any) -> dict[str, Any]:
             "frame_rate_den": rate.denominator, "extradata": bytes(cc.extradata or b"")}
 
 
-def _audio_params(stream: Any) -> dict[str, Any]:
+def audio_params(stream: Any) -> dict[str, Any]:
     cc = stream.codec_context
     return {"codec": cc.name, "sample_rate": cc.sample_rate, "channels": cc.channels,
             "extradata": bytes(cc.extradata or b""), "time_base_num": stream.time_base.numerator,
@@ -198,6 +67,9 @@ class DemuxSource:
         self.poke = poke
         if poke is not None:
             self.open_timeout = max(self.open_timeout, 30.0)
+
+    def close(self) -> None:
+        """Nothing of its own to stop: the sessions end with `stop` (kinds with a gate or relay stop it here)."""
 
     def _poker(self, done: threading.Event) -> None:
         self.stop.wait()
@@ -265,16 +137,16 @@ class DemuxSource:
         aus = container.streams.audio[0] if container.streams.audio else None
         wrap = 33 if container.format.name == "mpegts" else None
         if self.normalize is not None:
-            from producers.normalize import Normalizer
+            from producers.encode.normalize import Normalizer
 
             norm = Normalizer(vs, aus, self.normalize)
             info = norm.info(label=self.label)
             items = norm.run(self._packets(container, vs, aus))
             return FeedSession(info, items, container.close)
-        vp = _video_params(vs)
+        vp = video_params(vs)
         if vp["codec"] != "h264":
             raise FeedProblem(f"video codec is {vp['codec']}, not H.264; use --normalize to re-encode it")
-        ap = _audio_params(aus) if aus is not None else None
+        ap = audio_params(aus) if aus is not None else None
         if ap is not None and ap["codec"] != "aac":
             raise FeedProblem(f"audio codec is {ap['codec']}, not AAC; use --normalize to re-encode it")
         cfg = h264.parse_extradata(vp["extradata"])
@@ -380,66 +252,3 @@ def _is_eof(exc: BaseException) -> bool:
 
 def _is_timeout(exc: BaseException) -> bool:
     return getattr(exc, "errno", None) in (110, 60) or "timed out" in str(exc).lower()
-
-
-# --- SRT relay ----------------------------------------------------------------------------------------
-class SrtRelay:
-    """Supervises Debian's ffmpeg as an SRT listener that forwards MPEG-TS to the agent's TCP port.
-
-    PyAV's FFmpeg has no SRT; the relay exits when a caller disconnects and is restarted, with a
-    back-off if it keeps failing. An SRT `passphrase` (the SRT-native way to keep strangers out)
-    and `streamid` are passed through.
-    """
-
-    def __init__(self, spec: SourceSpec, tcp_port: int, stop: threading.Event, binary: str = "ffmpeg") -> None:
-        self.spec, self.tcp_port, self.stop, self.binary = spec, tcp_port, stop, binary
-        self.restarts = 0
-        self.proc: Any = None
-        self._thread = threading.Thread(target=self._run, name="srt-relay", daemon=True)
-
-    def command(self) -> list[str]:
-        q = {"mode": "listener", "latency": "200000"}
-        for k in ("passphrase", "pbkeylen", "latency", "streamid"):
-            if k in self.spec.query:
-                q[k] = self.spec.query[k]
-        qs = "&".join(f"{k}={v}" for k, v in q.items())
-        return [self.binary, "-hide_banner", "-nostdin", "-loglevel", "warning",
-                "-analyzeduration", "1000000", "-probesize", "1000000", "-i", f"srt://{self.spec.host}:{self.spec.port}?{qs}",
-                "-c", "copy", "-f", "mpegts", f"tcp://127.0.0.1:{self.tcp_port}"]
-
-    def start(self) -> SrtRelay:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        import subprocess
-
-        backoff = 0.2
-        while not self.stop.is_set():
-            started = time.monotonic()
-            try:
-                self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            except OSError as exc:  # no ffmpeg with libsrt on this host: say so, keep trying slowly
-                log.error("cannot start the SRT relay", extra={"binary": self.binary, "reason": str(exc)})
-                if self.stop.wait(10):
-                    return
-                continue
-            while self.proc.poll() is None:
-                if self.stop.wait(0.2):
-                    self.proc.terminate()
-                    try:
-                        self.proc.wait(5)
-                    except subprocess.TimeoutExpired:
-                        self.proc.kill()
-                    return
-            err = (self.proc.stderr.read() or b"").decode(errors="replace")[-400:] if self.proc.stderr else ""
-            self.restarts += 1
-            log.info("srt relay exited, restarting", extra={"rc": self.proc.returncode, "stderr": err.strip()})
-            backoff = 0.2 if time.monotonic() - started > 5 else min(backoff * 2, 5.0)
-            if self.stop.wait(backoff):
-                return
-
-    def stop_now(self) -> None:
-        self.stop.set()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from producers.chunker import MediaPacket
-from producers.gopencoder import VIDEO_TB, AacEncoder, VideoGopEncoder
+from producers.encode.gopencoder import VIDEO_TB, AacEncoder, VideoGopEncoder
+from producers.media import MediaPacket, ParamsChange, StreamInfo
 
-log = logging.getLogger("producers.normalize")
+log = logging.getLogger("producers.encode.normalize")
 SAMPLE_RATE = 48000
 
 
@@ -62,9 +62,7 @@ class Normalizer:
     def _encoder(self, w: int, h: int) -> VideoGopEncoder:
         return VideoGopEncoder(w - w % 2, h - h % 2, self.fps, preset=self.spec.preset, threads=self.spec.threads)
 
-    def info(self, label: str) -> Any:
-        from producers.sources import StreamInfo
-
+    def info(self, label: str) -> StreamInfo:
         return StreamInfo(self.venc.params(), self.aenc.params() if self.aenc else None, VIDEO_TB,
                           Fraction(1, SAMPLE_RATE) if self.aenc else None, gop_ticks=self.spec.gop_ticks,
                           produced_here=True, label=label + " (normalized)")
@@ -96,8 +94,6 @@ class Normalizer:
             yield from self.aenc.encode(None)
 
     def _frames(self, frames: list[Any], is_video: bool, now_ms: int) -> Iterator[Any]:
-        from producers.sources import ParamsChange
-
         for fr in frames:
             if not is_video:
                 yield from self._audio(fr)

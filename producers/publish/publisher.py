@@ -20,7 +20,7 @@ from floodlight.partitioner import gop_partition
 from floodlight.settings import Settings
 from schemas import codec
 
-log = logging.getLogger("producers.publisher")
+log = logging.getLogger("producers.publish.publisher")
 
 
 class PublishError(RuntimeError):

@@ -8,6 +8,9 @@ produce the same (stream_id, gop_index) for the same instants, and the same fram
 The clock is burnt in twice: as digits for people, and as a two-row binary strip (48 bits of ms,
 24 bits of frame counter + 8 check bits) that `read_clock` decodes from a decoded frame, even after
 the ladder's downscale, for glass-to-glass measurements.
+
+`TestPatternSource` is the agent's live, paced source; `generate_gops` makes the same GOPs as fast
+as the CPU allows, without Kafka, for tests and benches.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +26,8 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+
+from producers.media import FeedSession, MediaPacket, StreamInfo
 
 TICKS = 90000
 MS_BITS, FRAME_BITS, CHECK_BITS = 48, 24, 8
@@ -71,7 +77,7 @@ class TestSpec:
         return self.frames_per_gop * self.frame_ticks
 
 
-log = logging.getLogger("producers.testsrc")
+log = logging.getLogger("producers.sources.testsrc")
 _SOURCE_RE = re.compile(r"^testsrc(?::(\d+)x(\d+)(?:@(\d+))?)?$")
 
 
@@ -220,7 +226,7 @@ class TestPatternFeed:
 
     def __init__(self, spec: TestSpec, preset: str = "ultrafast", threads: int = 0,
                  sample_rate: int = 48000) -> None:
-        from producers.gopencoder import AacEncoder, VideoGopEncoder
+        from producers.encode.gopencoder import AacEncoder, VideoGopEncoder
 
         self.spec = spec
         self.renderer = PatternRenderer(spec.width, spec.height)
@@ -273,7 +279,7 @@ class TestPatternFeed:
         return out
 
     def make_chunker(self, stream_id: str, ingest_id: str, on_event: Callable | None = None) -> Any:
-        from producers.chunker import GopChunker
+        from producers.gop.chunker import GopChunker
 
         return GopChunker(stream_id, ingest_id, self.venc.params(), self.aenc.params(), Fraction(1, TICKS),
                           Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, grid=True, on_event=on_event)
@@ -339,3 +345,46 @@ def generate_gops(stream_id: str, seconds: float, width: int = 640, height: int 
             out += chunker.push(p)
     out += chunker.flush()
     return [g for g in out if g["gop_index"] < first + n]
+
+
+# --- the source (the agent's live test pattern) -----------------------------------------------------
+class TestPatternSource:
+    """Real-time test pattern, wall-clock anchored: one endless session (or `duration_s` of GOPs)."""
+
+    __test__ = False
+
+    def __init__(self, spec: TestSpec, stop: threading.Event, duration_s: float | None = None,
+                 preset: str = "ultrafast", threads: int = 0) -> None:
+        self.spec = spec
+        self.stop = stop
+        self.duration_s = duration_s
+        self.feed = TestPatternFeed(spec, preset=preset, threads=threads)
+
+    def sessions(self) -> Iterator[FeedSession]:
+        f = self.feed
+        info = StreamInfo(f.venc.params(), f.aenc.params(), Fraction(1, TICKS), Fraction(1, f.sample_rate),
+                          gop_ticks=self.spec.gop_ticks, produced_here=True,
+                          label=f"testsrc {self.spec.width}x{self.spec.height}@{self.spec.fps}")
+        gops = None if self.duration_s is None else max(1, int(self.duration_s / self.spec.gop_seconds + 1e-9))
+        yield FeedSession(info, self._items(gops))
+
+    def close(self) -> None:
+        """Nothing to stop: the session ends with `stop` or after its GOPs."""
+
+    def _items(self, gops: int | None) -> Iterator[MediaPacket]:
+        f = self.feed
+        first = f.first_gop_at(int(time.time() * 1000))
+        end_pts = None if gops is None else f.frame_pts(first + gops, 0)
+        for pts, pkts in f.packets(first, gops, live=True):
+            # pace: a frame is "captured" at its own timestamp
+            delay = pts / TICKS - time.time()
+            if delay > 0 and self.stop.wait(delay):
+                return
+            if self.stop.is_set():
+                return
+            yield from pkts
+        for p in f.venc.flush():
+            yield p
+        for p in f.aenc.encode(None):
+            if end_pts is None or p.pts * TICKS // f.sample_rate < end_pts:
+                yield p

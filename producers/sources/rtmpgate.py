@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("producers.rtmpgate")
+log = logging.getLogger("producers.sources.rtmpgate")
 
 HANDSHAKE_C0C1 = 1 + 1536
 HANDSHAKE_C2 = 1536

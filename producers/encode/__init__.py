@@ -1,0 +1,1 @@
+"""Venue-side encoding: fixed, closed GOPs with libx264 + AAC, for the test pattern and --normalize."""
