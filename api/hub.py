@@ -11,20 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
 from api import metrics
 from api.llhls import BlockRequest, PlaylistState, parse_state, satisfied
-from floodlight.kafka import consumer_config
+from floodlight.follow import Follower, Record
 from floodlight.objectstore import StoredObject
 from floodlight.settings import Settings
-from schemas import codec
 
 log = logging.getLogger("api.hub")
 UNVERSIONED_TTL_S = 0.5  # cache life of reads of objects no ManifestUpdate has versioned yet
@@ -165,54 +161,16 @@ class PlaylistHub:
         return body
 
 
-class ManifestFollower:
-    """Thread: consume floodlight.manifests from the start, hand each update to the loop."""
+class ManifestFollower(Follower):
+    """Thread: follow floodlight.manifests from the start, hand each update to the loop (floodlight.follow:
+    waits out a broker that is down at start-up; `caught_up` feeds /readyz)."""
 
     def __init__(self, settings: Settings, deliver: Callable[[dict[str, Any], int], None]) -> None:
-        self.settings = settings
+        super().__init__(settings, {settings.topic("manifests"): "ManifestUpdate"}, self._take_update,
+                         name="manifests", group_id="api-manifests-unused", logger=log,
+                         consumer_overrides={"fetch.wait.max.ms": 10, "fetch.min.bytes": 1})
         self._deliver = deliver
-        self._stop = threading.Event()
-        self.caught_up = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="manifests", daemon=True)
 
-    def start(self) -> ManifestFollower:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        topic = self.settings.topic("manifests")
-        consumer = Consumer(consumer_config(self.settings, group_id="api-manifests-unused",
-                                            **{"enable.partition.eof": True, "log_level": 3,
-                                               "fetch.wait.max.ms": 10, "fetch.min.bytes": 1}))
-        try:
-            md = consumer.list_topics(topic, timeout=30)
-            parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            eof: set[int] = set()
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        eof.add(msg.partition())
-                        if eof >= set(parts):
-                            self.caught_up.set()
-                    else:
-                        log.warning("manifests consumer error", extra={"error": str(msg.error())})
-                    continue
-                received = int(time.time() * 1000)
-                try:
-                    rec = codec.decode(msg.value(), expect="ManifestUpdate")
-                except codec.CodecError as exc:
-                    log.warning("skipping bad ManifestUpdate", extra={"reason": str(exc), "offset": msg.offset()})
-                    continue
-                self._deliver(rec, received if self.caught_up.is_set() else 0)
-        except Exception:  # noqa: BLE001 - the api keeps serving what the store has
-            log.exception("manifest follower stopped")
-        finally:
-            consumer.close()
+    def _take_update(self, rec: Record) -> None:
+        received = int(time.time() * 1000)
+        self._deliver(rec.value, received if self.caught_up.is_set() else 0)

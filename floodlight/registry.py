@@ -1,6 +1,7 @@
 """The stream registry: StreamRecords on the compacted topic floodlight.streams.
 
-Every role materialises it in memory (RegistryView: reads to the end, then follows), and the
+Every role materialises it in memory (RegistryView: reads to the end, then follows, with the kernel's
+one follow loop, floodlight.follow), and the
 api writes it. Kept here because ingest (stream keys), encoder (ladder, preset), packager (DVR,
 encryption, latency mode) and api all read the same records.
 """
@@ -14,9 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from floodlight.kafka import consumer_config
+from floodlight.follow import Follower, Record
 from floodlight.settings import Settings
 from schemas import codec
 
@@ -74,19 +75,19 @@ class RegistryView:
         self.settings = settings
         self._streams: dict[str, dict[str, Any]] = {}
         self._lock = threading.Condition()
-        self._caught_up = threading.Event()
-        self._stop = threading.Event()
         self._listeners: list[Callable[[str, dict[str, Any] | None], None]] = []
-        self._thread = threading.Thread(target=self._run, name="registry", daemon=True)
+        self._follower = Follower(settings, {settings.topic("streams"): "StreamRecord"}, self._take,
+                                  name="registry", group_id="registry-view-unused", tombstones=True,
+                                  on_bad=self._bad, logger=log)
+        self._caught_up = self._follower.caught_up
         self.version = 0
 
     def start(self) -> RegistryView:
-        self._thread.start()
+        self._follower.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._follower.stop()
 
     def on_change(self, fn: Callable[[str, dict[str, Any] | None], None]) -> None:
         self._listeners.append(fn)
@@ -117,14 +118,16 @@ class RegistryView:
                 self._lock.wait(left)
             return True
 
-    def _apply(self, key: str, value: bytes | None) -> None:
-        record: dict[str, Any] | None = None
-        if value is not None:
-            try:
-                record = codec.decode(value, expect="StreamRecord")
-            except codec.CodecError as exc:
-                log.warning("skipping bad registry record", extra={"stream_id": key, "reason": str(exc)})
-                return
+    @staticmethod
+    def _bad(rec: Record, exc: codec.CodecError) -> None:
+        log.warning("skipping bad registry record", extra={"stream_id": (rec.key or b"").decode("utf-8", "replace"),
+                                                           "reason": str(exc)})
+
+    def _take(self, rec: Record) -> None:
+        self._apply((rec.key or b"").decode("utf-8", "replace"), rec.value)
+
+    def _apply(self, key: str, record: dict[str, Any] | None) -> None:
+        """A decoded StreamRecord (None: a tombstone) for `key`."""
         with self._lock:
             if record is None:
                 self._streams.pop(key, None)
@@ -137,44 +140,3 @@ class RegistryView:
                 fn(key, record)
             except Exception:  # noqa: BLE001 - a listener must not stop the view
                 log.exception("registry listener failed")
-
-    def _partitions(self, consumer: Consumer, topic: str) -> list[int] | None:
-        """The topic's partitions; waits out a broker that is down or restarting (None when stopped)."""
-        while not self._stop.is_set():
-            try:
-                md = consumer.list_topics(topic, timeout=5)
-                if topic in md.topics and md.topics[topic].partitions:
-                    return sorted(md.topics[topic].partitions)
-            except KafkaException as exc:
-                log.warning("registry: broker not reachable yet", extra={"error": str(exc)})
-            self._stop.wait(1.0)
-        return None
-
-    def _run(self) -> None:
-        topic = self.settings.topic("streams")
-        consumer = Consumer(consumer_config(self.settings, group_id="registry-view-unused",
-                                            **{"enable.partition.eof": True, "log_level": 3}))
-        try:
-            parts = self._partitions(consumer, topic)
-            if parts is None:
-                return
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-            eof: set[int] = set()
-            while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        eof.add(msg.partition())
-                        if eof >= set(parts):
-                            self._caught_up.set()
-                    else:
-                        log.warning("registry consumer error", extra={"error": str(msg.error())})
-                    continue
-                key = (msg.key() or b"").decode("utf-8", "replace")
-                self._apply(key, msg.value())
-        except Exception:  # noqa: BLE001
-            log.exception("registry view stopped")
-        finally:
-            consumer.close()

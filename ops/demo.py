@@ -282,7 +282,8 @@ def register_stream(settings: Settings, opts: DemoOptions) -> dict[str, Any]:
 
 
 class StatusCollector:
-    """Follows floodlight.manifests and floodlight.qoe (small records) and polls offsets once a second."""
+    """Follows floodlight.manifests and floodlight.qoe (small records, floodlight.follow) and polls offsets
+    once a second."""
 
     def __init__(self, settings: Settings, stream_id: str) -> None:
         self.settings = settings
@@ -297,13 +298,24 @@ class StatusCollector:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-status", daemon=True)
         self._started = time.monotonic()
+        self._follower: Any = None
 
     def start(self) -> StatusCollector:
+        from floodlight.follow import Follower
+
+        s = self.settings
+        on = {s.topic("manifests"): self.on_manifest, s.topic("qoe"): self.on_beacon}
+        self._follower = Follower(s, {s.topic("manifests"): "ManifestUpdate", s.topic("qoe"): "QoeBeacon"},
+                                  lambda r: on[r.topic](r.value), name="demo-status",
+                                  group_id=f"{s.topic_prefix}demo-status", on_bad=lambda _r, _e: None,
+                                  consumer_overrides={"log_level": 0}).start()
         self._thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self._follower is not None:
+            self._follower.stop()
         self._thread.join(5)
 
     def on_manifest(self, rec: dict[str, Any]) -> None:
@@ -354,37 +366,24 @@ class StatusCollector:
             }
 
     def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        """Once a second: high watermarks and committed offsets -> GOP count, rate and lag per stage."""
+        from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient
 
         from floodlight.kafka import consumer_config
-        from schemas import codec
 
         s = self.settings
         consumer = Consumer(consumer_config(s, group_id=f"{s.topic_prefix}demo-status", log_level=0))
         admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
-        topics = {"manifests": ("ManifestUpdate", self.on_manifest), "qoe": ("QoeBeacon", self.on_beacon)}
-        names = {s.topic(k): v for k, v in topics.items()}
-        md = consumer.list_topics(timeout=15)
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names if t in md.topics
-                         for p in md.topics[t].partitions])
-        next_poll = 0.0
+        md = None
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.2):
-                    if msg.error() or msg.value() is None:
-                        continue
-                    kind, fn = names[msg.topic()]
-                    try:
-                        fn(codec.decode(msg.value(), expect=kind))
-                    except codec.CodecError:
-                        continue
-                if time.monotonic() >= next_poll:
-                    next_poll = time.monotonic() + 1.0
-                    try:
-                        self._poll_offsets(consumer, admin, md)
-                    except Exception:  # noqa: BLE001 - the table shows '-' until the broker answers
-                        pass
+                try:
+                    md = md or consumer.list_topics(timeout=5)
+                    self._poll_offsets(consumer, admin, md)
+                except Exception:  # noqa: BLE001 - the table shows '-' until the broker answers
+                    pass
+                self._stop.wait(1.0)
         finally:
             consumer.close()
 

@@ -12,11 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-
-from floodlight.kafka import make_consumer, make_producer
+from floodlight.follow import read_to_end
+from floodlight.kafka import make_producer
 from floodlight.settings import Settings
-from schemas import codec
 
 
 @dataclass(frozen=True)
@@ -35,28 +33,10 @@ class DeadLetterEntry:
 
 def read_dead_letters(settings: Settings, timeout_s: float = 10.0) -> Iterator[DeadLetterEntry]:
     """Every dead letter currently in the topic, oldest first (reads to the end, then stops)."""
-    topic = settings.topic("dlq")
-    consumer = make_consumer(settings, "dlq-reader-unused", **{"enable.partition.eof": True})
-    try:
-        parts = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        done: set[int] = set()
-        deadline = time.monotonic() + timeout_s
-        while done != set(parts) and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    done.add(msg.partition())
-                continue
-            deadline = time.monotonic() + timeout_s
-            try:
-                yield DeadLetterEntry(msg.offset(), codec.decode(msg.value(), expect="DeadLetter"))
-            except codec.CodecError:
-                continue  # a dead letter of a dead letter is not worth a crash
-    finally:
-        consumer.close()
+    # a dead letter of a dead letter is not worth a crash: undecodable ones are skipped quietly
+    for rec in read_to_end(settings, {settings.topic("dlq"): "DeadLetter"}, timeout_s=timeout_s, name="dlq-reader",
+                           group_id="dlq-reader-unused", on_bad=lambda _rec, _exc: None):
+        yield DeadLetterEntry(rec.offset, rec.value)
 
 
 def group_counts(entries: list[DeadLetterEntry]) -> list[tuple[str, str, str, int]]:

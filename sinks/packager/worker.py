@@ -11,14 +11,16 @@ Cues are read by every member from the start of floodlight.cues and applied to t
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from floodlight.kafka import consumer_config, dead_letter, make_consumer, make_producer
+from floodlight.follow import Follower, Record
+from floodlight.kafka import dead_letter, make_consumer, make_producer
 from floodlight.keystore import open_key_provider
 from floodlight.objectstore import ObjectStore, StoreError, open_store
 from floodlight.registry import RegistryView
@@ -63,6 +65,11 @@ class PackagerWorker:
         self.partition_of: dict[str, int] = {}
         self.consumed: dict[int, int] = {}  # partition -> next offset after the last record taken
         self.cues: dict[str, dict[str, dict[str, Any]]] = {}  # stream -> cue_id -> Cue
+        # every member reads all cues (floodlight.follow, on its thread); this loop applies them
+        self._cues_in: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        self.cue_follower = Follower(settings, {settings.topic("cues"): "Cue"}, lambda r: self._cues_in.put(r.value),
+                                     name="packager-cues", group_id=f"{self.group}-cues-unused", on_bad=self._bad_cue,
+                                     logger=log)
         self.registry_version = -1
         self._stop = threading.Event()
         self._last_commit = time.monotonic()
@@ -123,13 +130,15 @@ class PackagerWorker:
         self.registry.start()
         self.registry.wait_caught_up(30)
         consumer = self.consumer = make_consumer(self.settings, self.group)
-        cues = self._cue_consumer()
+        # catch up on cues before packaging so known breaks land where due (a broker still down: go on,
+        # the follower applies them when it gets there)
+        self.cue_follower.start().wait_caught_up(15, cancel=self._stop)
         consumer.subscribe([self.settings.topic("segments")], on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         log.info("packager started", extra={"group": self.group, "store": self.settings.resolved_store_url()})
         try:
             while not self._stop.is_set():
-                self._poll_cues(cues)
+                self._poll_cues()
                 msgs = consumer.consume(num_messages=64, timeout=0.2)
                 now = time.monotonic()
                 for msg in msgs:
@@ -141,44 +150,27 @@ class PackagerWorker:
             except Exception:  # noqa: BLE001 - best effort on the way out
                 log.exception("final commit failed")
             consumer.close()
-            cues.close()
+            self.cue_follower.stop()
             self.producer.flush(10)
             self.registry.stop()
             log.info("packager stopped")
 
-    def _cue_consumer(self) -> Consumer:
-        """Every member reads all cues; it catches up before packaging so known breaks land where due."""
-        topic = self.settings.topic("cues")
-        c = Consumer(consumer_config(self.settings, group_id=f"{self.group}-cues-unused", log_level=3,
-                                     **{"enable.partition.eof": True}))
-        md = c.list_topics(topic, timeout=30)
-        parts = sorted(md.topics[topic].partitions) if topic in md.topics else [0]
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        eof: set[int] = set()
-        deadline = time.monotonic() + 15
-        while eof < set(parts) and time.monotonic() < deadline and not self._stop.is_set():
-            for msg in c.consume(num_messages=500, timeout=0.5):
-                if msg.error() and msg.error().code() == KafkaError._PARTITION_EOF:
-                    eof.add(msg.partition())
-                else:
-                    self._take_cue(msg)
-        return c
+    def _poll_cues(self) -> None:
+        while True:
+            try:
+                cue = self._cues_in.get_nowait()
+            except queue.Empty:
+                return
+            self._take_cue(cue)
 
-    def _poll_cues(self, c: Consumer) -> None:
-        for msg in c.consume(num_messages=100, timeout=0):
-            self._take_cue(msg)
+    @staticmethod
+    def _bad_cue(rec: Record, exc: Exception) -> None:
+        # every member re-reads all cues on each start: a DeadLetter here would repeat per member and
+        # restart, so a bad cue is counted and logged (the api validates cues before producing them)
+        DLQ.labels("bad_cue").inc()
+        log.warning("undecodable cue skipped", extra={"reason": str(exc), "offset": rec.offset})
 
-    def _take_cue(self, msg: Message) -> None:
-        if msg.error():
-            return
-        try:
-            cue = codec.decode(msg.value(), expect="Cue")
-        except codec.CodecError as exc:
-            # every member re-reads all cues on each start: a DeadLetter here would repeat per member and
-            # restart, so a bad cue is counted and logged (the api validates cues before producing them)
-            DLQ.labels("bad_cue").inc()
-            log.warning("undecodable cue skipped", extra={"reason": str(exc), "offset": msg.offset()})
-            return
+    def _take_cue(self, cue: dict[str, Any]) -> None:
         self.cues.setdefault(cue["stream_id"], {})[cue["cue_id"]] = cue
         pkg = self.streams.get(cue["stream_id"])
         if pkg is not None and pkg.add_cue(cue):
