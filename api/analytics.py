@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from api.auth import principal_of
+from api.context import Context
 from floodlight.analytics import MAX_RANGE_MS, AnalyticsClient, AnalyticsError
 from floodlight.registry import STREAM_ID_RE
 
@@ -49,11 +50,8 @@ def resolve_range(from_: str | None, to: str | None, now_ms: int) -> tuple[int, 
 
 
 def _client(request: Request) -> AnalyticsClient:
-    ctx = request.app.state.ctx
-    client = ctx.extras.get("analytics")
-    if client is None:
-        client = ctx.extras["analytics"] = AnalyticsClient(ctx.settings)
-    return client
+    ctx: Context = request.app.state.ctx
+    return ctx.analytics_client()
 
 
 @router.get(

@@ -3,21 +3,20 @@
 The lifespan starts what the process follows or writes: the stream registry view, the manifests
 follower that wakes blocked LL-HLS requests, a fire-and-forget beacon producer and a control
 producer for registry writes and cues. Routers: streams (registry), origin (playlists, media,
-keys, time), beacons, and, when importable, api.analytics and api.player.routes.
+keys, time), beacons, analytics and the web player.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import Producer
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -26,36 +25,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import metrics
 from api.beacons import BeaconSink, SessionRateLimiter
+from api.context import Context
 from api.hub import ManifestFollower, PlaylistHub
 from api.tokens import PlaybackSigner
-from floodlight.keystore import KeyProvider, open_key_provider
-from floodlight.objectstore import ObjectStore, StoredObject, StoreError, open_store
+from floodlight.keystore import open_key_provider
+from floodlight.objectstore import StoredObject, StoreError, open_store
 from floodlight.registry import RegistryView
 from floodlight.settings import Settings, get_settings
 
 log = logging.getLogger("api.app")
-OPTIONAL_ROUTERS = ("api.analytics", "api.player.routes")
-
-
-@dataclass
-class Context:
-    """Everything a request handler needs, built once per app."""
-
-    settings: Settings
-    signer: PlaybackSigner
-    beacon_limiter: SessionRateLimiter
-    store: ObjectStore | None = None
-    keys: KeyProvider | None = None
-    registry: RegistryView | None = None
-    hub: PlaylistHub | None = None
-    follower: ManifestFollower | None = None
-    beacons: BeaconSink | None = None
-    control: Any = None  # confluent Producer for registry writes and cues
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def public_base(self) -> str:
-        return (self.settings.public_base_url or f"http://127.0.0.1:{self.settings.edge_port}").rstrip("/")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,23 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _jsonable(exc.errors())}, 422)
 
-    from api import beacons, origin, streams
+    from api import analytics, beacons, origin, streams
+    from api.player import routes as player
 
-    app.include_router(streams.router)
-    app.include_router(origin.router)
-    app.include_router(beacons.router)
-    for modname in OPTIONAL_ROUTERS:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
-                continue  # not written (yet): the api runs without it
-            log.exception("optional router failed to import; serving without it", extra={"module": modname})
-            continue
-        except Exception:  # noqa: BLE001 - a broken add-on must not take playback down
-            log.exception("optional router failed to import; serving without it", extra={"module": modname})
-            continue
-        app.include_router(mod.router)
+    for module in (streams, origin, beacons, analytics, player):
+        app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -192,7 +158,7 @@ async def _start(ctx: Context) -> None:
     log.info("api started", extra={"store": s.resolved_store_url(), "topic_prefix": s.topic_prefix})
 
 
-def _wait_for_partitions(producer: Any, topics: list[str], deadline_s: float = 15.0) -> None:
+def _wait_for_partitions(producer: Producer, topics: list[str], deadline_s: float = 15.0) -> None:
     end = time.monotonic() + deadline_s
     pending = list(topics)
     while pending and time.monotonic() < end:

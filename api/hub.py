@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api import metrics
-from api.llhls import BlockRequest, PlaylistState, parse_state, satisfied
+from api.llhls import BlockRequest, PlaylistState, carries_targets, parse_state, satisfied, state_from_update
 from floodlight.follow import Follower, Record
 from floodlight.objectstore import StoredObject
 from floodlight.settings import Settings
@@ -33,7 +33,7 @@ class _Rendition:
     version: int = 0
     changed: asyncio.Event | None = None  # set (and replaced) by the next update
     updated_monotonic: float = 0.0
-    learned: bool = False  # target durations read from the playlist itself
+    learned: bool = False  # target durations known: from an update that carries them, else read from the playlist
 
 
 @dataclass
@@ -83,9 +83,8 @@ class PlaylistHub:
         r = self._rend(stream_id, rendition)
         if rec["version"] < r.version:
             return  # an older update replayed after a newer one
-        prev = r.state
-        r.state = PlaylistState(int(rec["msn"]), int(rec["part"]), bool(rec.get("ended")),
-                                prev.target_duration if prev else 4.0, prev.part_target if prev else None)
+        r.state = state_from_update(rec, r.state)
+        r.learned = r.learned or carries_targets(rec)
         r.version = int(rec["version"])
         r.updated_monotonic = time.monotonic()
         if received_ms and written:

@@ -3,14 +3,17 @@
 A request carries `_HLS_msn=M[&_HLS_part=P][&_HLS_skip=YES|v2]`. The origin answers at once when
 the playlist already holds part P of segment M (or anything later), holds the request until a
 ManifestUpdate says so otherwise, refuses (400) a request too far ahead, and gives up (503) after
-three target durations.
+three target durations. The target duration and part target come with each ManifestUpdate; only a
+record written before they were part of it (ManifestUpdate v1) leaves them to be read from the playlist.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class BadBlockingRequest(ValueError):
@@ -44,6 +47,20 @@ class PlaylistState:
 
 
 _INT = re.compile(r"^[0-9]{1,18}$")
+
+
+def carries_targets(rec: Mapping[str, Any]) -> bool:
+    """Whether a ManifestUpdate says its playlist's target duration (v1 records decode with 0)."""
+    return int(rec.get("target_duration") or 0) > 0
+
+
+def state_from_update(rec: Mapping[str, Any], prev: PlaylistState | None = None) -> PlaylistState:
+    """The state a ManifestUpdate announces; a record without targets keeps the ones known before."""
+    if carries_targets(rec):
+        target, part_target = float(rec["target_duration"]), float(rec.get("part_target") or 0.0) or None
+    else:
+        target, part_target = (prev.target_duration, prev.part_target) if prev else (4.0, None)
+    return PlaylistState(int(rec["msn"]), int(rec["part"]), bool(rec.get("ended")), target, part_target)
 
 
 def parse_block_request(msn: str | None, part: str | None, skip: str | None) -> BlockRequest:
@@ -108,7 +125,8 @@ def hold_seconds(state: PlaylistState | None, override_s: float = 0.0) -> float:
 
 
 def parse_state(text: str) -> PlaylistState | None:
-    """Derive PlaylistState from a media playlist (used when no ManifestUpdate has been seen yet)."""
+    """Derive PlaylistState from a media playlist: the fallback when no ManifestUpdate has been seen yet,
+    or only ones written before updates carried the target duration and part target."""
     if not text.startswith("#EXTM3U"):
         return None
     seq = 0

@@ -6,10 +6,14 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from floodlight.settings import Settings
+
+if TYPE_CHECKING:
+    from api.context import Context
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -46,8 +50,9 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     @property
-    def ctx(self):  # noqa: ANN201 - api.app.Context
-        return self.app.state.ctx
+    def ctx(self) -> Context:
+        ctx: Context = self.app.state.ctx
+        return ctx
 
     def start(self, ready_timeout: float = 30.0) -> BackgroundServer:
         self.thread.start()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import metrics
 from api.auth import Principal, principal_of, require_admin
+from api.context import Context
 from api.shapes import status_of, stream_view
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.streamkeys import hash_stream_key, new_stream_key
@@ -81,11 +82,11 @@ STREAM_EXAMPLE = {
 }
 
 
-def _ctx(request: Request) -> Any:
+def _ctx(request: Request) -> Context:
     return request.app.state.ctx
 
 
-def _view(ctx: Any, record: dict[str, Any], principal: Principal | None) -> dict[str, Any]:
+def _view(ctx: Context, record: dict[str, Any], principal: Principal | None) -> dict[str, Any]:
     sid = record["stream_id"]
     hub = ctx.hub
     last = hub.last_update_ms.get(sid) if hub else None
@@ -114,7 +115,7 @@ def can_watch(record: dict[str, Any], principal: Principal | None) -> bool:
     return True
 
 
-async def _publish_and_wait(ctx: Any, record: dict[str, Any], op: str) -> None:
+async def _publish_and_wait(ctx: Context, record: dict[str, Any], op: str) -> None:
     await asyncio.to_thread(publish_stream, ctx.control, ctx.settings, record)
     metrics.REGISTRY_WRITES.labels(op).inc()
     ok = await asyncio.to_thread(ctx.registry.wait_for, lambda r: r is not None and r["updated_ms"] >= record[
@@ -123,7 +124,7 @@ async def _publish_and_wait(ctx: Any, record: dict[str, Any], op: str) -> None:
         raise HTTPException(503, "registry write not visible yet; retry", headers={"Retry-After": "1"})
 
 
-def _ensure_ready(ctx: Any) -> None:
+def _ensure_ready(ctx: Context) -> None:
     if ctx.registry is None or not ctx.registry.caught_up:
         raise HTTPException(503, "registry still loading", headers={"Retry-After": "1"})
 
@@ -212,21 +213,14 @@ _VIEWERS_TTL_S = 2.0
 _viewers_cache: dict[str, tuple[float, int | None]] = {}
 
 
-async def _viewers(ctx: Any, stream_id: str) -> int | None:
+async def _viewers(ctx: Context, stream_id: str) -> int | None:
     """Live viewers from the qoe app (sessions in the last minute); None when analytics is unreachable.
     Cached briefly: a herd polling the stream page costs one analytics call per stream every 2 s."""
     now = time.monotonic()
     hit = _viewers_cache.get(stream_id)
     if hit is not None and now - hit[0] < _VIEWERS_TTL_S:
         return hit[1]
-    client = ctx.extras.get("analytics") if hasattr(ctx, "extras") else None
-    if client is None:
-        from floodlight.analytics import AnalyticsClient
-
-        client = AnalyticsClient(ctx.settings)
-        if hasattr(ctx, "extras"):
-            ctx.extras["analytics"] = client
-    value = await asyncio.to_thread(client.viewers, stream_id)
+    value = await asyncio.to_thread(ctx.analytics_client().viewers, stream_id)
     _viewers_cache[stream_id] = (now, value)
     return value
 
@@ -273,7 +267,7 @@ async def create_cue(stream_id: StreamId, body: CueCreate, request: Request,
     return {k: v for k, v in cue.items() if k != "scte35"}
 
 
-def _produce_cue(ctx: Any, cue: dict[str, Any]) -> None:
+def _produce_cue(ctx: Context, cue: dict[str, Any]) -> None:
     errors: list[Any] = []
     ctx.control.produce(ctx.settings.topic("cues"), key=cue["stream_id"].encode(),
                         value=codec.encode("Cue", cue), on_delivery=lambda e, m: errors.append(e))

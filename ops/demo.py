@@ -340,16 +340,6 @@ class StatusCollector:
             if rec.get("latency_ms"):
                 self.latency_ms = rec["latency_ms"]
 
-    def _explain_dead(self) -> None:
-        """Name each child that exited and show the end of its log."""
-        from rich.markup import escape
-
-        for name, rc in self.sup.dead():
-            log = self.sup.log_dir / f"{name}.log"
-            tail = log.read_text(errors="replace").strip().splitlines()[-4:] if log.exists() else []
-            self.console.print(f"[red]{name} exited with {rc}[/] ({log}):", *[escape(f"  {ln[:300]}") for ln in tail],
-                               sep="\n", markup=True, highlight=False)
-
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         with self._lock:

@@ -48,7 +48,8 @@ def sample_records() -> dict[str, dict[str, Any]]:
             "data": b"moofmdat", "parts": [{"duration": 0.5, "offset": 0, "length": 8, "independent": True}],
         },
         "ManifestUpdate": {"stream_id": "s1", "rendition": "720p", "msn": 7, "part": 2, "version": 31,
-                           "etag": '"abc"', "written_wallclock_ms": now, "ended": False},
+                           "etag": '"abc"', "written_wallclock_ms": now, "ended": False,
+                           "target_duration": 2, "part_target": 0.334},
         "StreamRecord": {
             "stream_id": "s1", "title": "MI vs CSK", "description": None, "category": "sports",
             "status": "LIVE", "scheduled_start_ms": now, "actual_start_ms": now, "ended_at_ms": None,

@@ -21,13 +21,11 @@ from floodlight.objectstore import ObjectStore, etag_of
 from sinks.packager import encrypt, mpd, playlist
 from sinks.packager.reorder import Released, ReorderBuffer
 from sinks.packager.state import (
-    CueEntry,
     Part,
     Segment,
     StreamConfig,
     StreamState,
     Track,
-    gap_segment,
     seg_from_row,
     seg_row,
     stream_root,
@@ -135,7 +133,7 @@ class StreamPackager:
                 for row in json.loads(chunk.data) if chunk is not None else []:
                     track.insert(seg_from_row(row))  # type: ignore[union-attr]
             if config is not None:
-                state.config = config
+                state.reconfigure(config)
         else:
             state = StreamState(stream_id=stream_id, prefix=prefix, config=config or StreamConfig())
         return cls(store, state, **kw)
@@ -200,13 +198,10 @@ class StreamPackager:
 
     def add_cue(self, cue: dict[str, Any]) -> bool:
         """Register an ad break; it is placed on the next segment boundary at or after its start."""
-        if cue["cue_id"] in self.state.cues:
-            return False
-        edge = max((t.last_msn for t in self.state.tracks.values()), default=-1) + 1
         raw = cue.get("scte35")
-        self.state.cues[cue["cue_id"]] = CueEntry(
-            cue_id=cue["cue_id"], splice_event_id=int(cue["splice_event_id"]), start_ms=int(cue["start_wallclock_ms"]),
-            duration_ms=int(cue["duration_ms"]), scte35_hex=raw.hex() if raw else None, after_msn=edge)
+        if not self.state.add_cue(cue["cue_id"], int(cue["splice_event_id"]), int(cue["start_wallclock_ms"]),
+                                  int(cue["duration_ms"]), raw.hex() if raw else None):
+            return False
         self._place_cues()
         return True
 
@@ -237,16 +232,12 @@ class StreamPackager:
 
     def _track(self, rec: dict[str, Any]) -> Track:
         r = rec["rendition"]
-        t = self.state.tracks.get(r["name"])
-        if t is None:
-            t = self.state.tracks[r["name"]] = Track(name=r["name"], media_type=r["media_type"], codecs=r["codecs"])
-        t.codecs = r["codecs"] or t.codecs
-        t.bandwidth = max(t.bandwidth, int(r.get("bandwidth") or 0))
-        t.average_bandwidth = max(t.average_bandwidth, int(r.get("average_bandwidth") or 0))
-        for f in ("target_bitrate", "width", "height", "frame_rate", "sample_rate", "channels"):
-            if r.get(f):
-                setattr(t, f, r[f])
-        t.timescale = rec["timescale"]
+        t = self.state.track_for(r["name"], r["media_type"], r["codecs"])
+        t.describe(codecs=r["codecs"], timescale=rec["timescale"], bandwidth=int(r.get("bandwidth") or 0),
+                   average_bandwidth=int(r.get("average_bandwidth") or 0),
+                   target_bitrate=int(r.get("target_bitrate") or 0), width=int(r.get("width") or 0),
+                   height=int(r.get("height") or 0), frame_rate=float(r.get("frame_rate") or 0.0),
+                   sample_rate=int(r.get("sample_rate") or 0), channels=int(r.get("channels") or 0))
         return t
 
     def _key_for(self, msn: int) -> tuple[str | None, bytes | None, bytes | None]:
@@ -283,16 +274,8 @@ class StreamPackager:
                       pdt_ms=rec["capture_wallclock_ms"], epoch=rec.get("epoch", 0), init_hash=rec["init_hash"],
                       parts=[Part(float(p["duration"]), bool(p["independent"])) for p in parts],
                       key_id=kid, iv_hex=iv.hex() if iv else None, size=len(data))
-        if not self.state.ast_ms:
-            self.state.ast_ms = seg.pdt_ms
-        lag = int(time.time() * 1000) - seg.end_ms
-        if existing is None and 0 <= lag < 120_000:  # live arrival (not a replay of old media)
-            self.state.lag_ms = max(lag, int(self.state.lag_ms * 0.95))
-        if track.pto < 0:
-            track.pto = max(0, seg.pts - round((seg.pdt_ms - self.state.ast_ms) * seg.timescale / 1000))
-        track.insert(seg)
+        self.state.add_segment(track, seg, int(time.time() * 1000))
         self._dirty_chunks.add((name, msn // CHUNK))
-        self.state.note_durations(seg)
         self.stats["late_fills" if existing is not None else "segments"] += 1
         if existing is not None:
             log.info("gap filled by a late segment", extra={"stream_id": self.state.stream_id,
@@ -311,10 +294,8 @@ class StreamPackager:
             h = held[min(held)].rec
             nxt = Segment(msn=min(held), pts=h["pts"], duration=h["duration"], timescale=h["timescale"],
                           pdt_ms=h["capture_wallclock_ms"], epoch=h.get("epoch", 0))
-        seg = gap_segment(track, msn, nxt)
-        seg.key_id, _, iv = self._key_for(msn)
-        seg.iv_hex = iv.hex() if iv else None
-        track.insert(seg)
+        kid, _, iv = self._key_for(msn)
+        self.state.add_gap(track, msn, nxt, kid, iv.hex() if iv else None)
         self._dirty_chunks.add((name, msn // CHUNK))
         self.stats["gaps"] += 1
         log.warning("GOP missing after the deadline: published as a gap",
@@ -323,34 +304,9 @@ class StreamPackager:
         self.dirty.add(name)
 
     def _place_cues(self) -> None:
-        """Snap pending cue starts/ends to segment boundaries once the boundary segment exists."""
-        if all(c.in_msn is not None for c in self.state.cues.values()):
-            return
-        pending = [c for c in self.state.cues.values() if c.in_msn is None]
-        lo = min(c.after_msn if c.out_msn is None else c.out_msn for c in pending)
-        hi = max((t.last_msn for t in self.state.tracks.values()), default=-1)
-        known: dict[int, int] = {}  # msn -> PDT, only from where a pending cue can land
-        for t in self.state.tracks.values():
-            for m in range(lo, hi + 1):
-                s = t.segments.get(m)
-                if s is not None and not s.gap:
-                    known.setdefault(m, s.pdt_ms)
-        if not known:
-            return
-        for cue in pending:
-            if cue.out_msn is None:
-                cands = [m for m, pdt in known.items() if m >= cue.after_msn and pdt >= cue.start_ms - 5]
-                if cands:
-                    cue.out_msn = min(cands)
-                    self.dirty.update(self.state.tracks)
-            if cue.out_msn is not None and cue.in_msn is None:
-                out_pdt = known.get(cue.out_msn)
-                if out_pdt is None:
-                    continue
-                cands = [m for m, pdt in known.items() if m > cue.out_msn and pdt >= out_pdt + cue.duration_ms - 5]
-                if cands:
-                    cue.in_msn = min(cands)
-                    self.dirty.update(self.state.tracks)
+        """Place pending ad breaks on segment boundaries; a placed boundary changes every playlist."""
+        if self.state.place_cues():
+            self.dirty.update(self.state.tracks)
 
     # --- output -----------------------------------------------------------------------------
     def flush(self, wall_ms: int | None = None) -> int:
@@ -364,8 +320,7 @@ class StreamPackager:
         before = mpd.runs(self.state)
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
-            gone = self.state.expired(track)
-            self.state.drop(track, [s.msn for s in gone])
+            gone = self.state.slide_window(track)
             self._dirty_chunks.update((name, s.msn // CHUNK) for s in gone)
             doomed += [(name, s) for s in gone]
         if doomed:
@@ -391,8 +346,7 @@ class StreamPackager:
             etag, changed = self._put_doc(f"{root}/{name}/playlist.m3u8", text.encode())
             written += 1
             if changed:
-                track.version = max(track.version + 1, wall_ms)
-                self._announce(name, track.last_msn, -1, track.version, etag, wall_ms)
+                self._announce(name, track.last_msn, -1, track.publish(wall_ms), etag, wall_ms)
         if playlist.video_tracks(self.state):
             self._write_doc("master", f"{root}/master.m3u8", playlist.master_playlist(self.state), wall_ms)
             self._write_doc("master-dvr", f"{root}/master-dvr.m3u8",
@@ -423,8 +377,7 @@ class StreamPackager:
             return
         for run in before:
             if remaining[0] in run.msns:
-                self.state.period_origin, self.state.period_start_s = run.origin, run.start_s
-                self.state.period_ptos = dict(run.ptos)
+                self.state.keep_period(run.origin, run.start_s, run.ptos)
                 return
 
     def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:
@@ -443,15 +396,16 @@ class StreamPackager:
     def _write_doc(self, label: str, key: str, text: str, wall_ms: int, announce: bool = True) -> None:
         etag, changed = self._put_doc(key, text.encode())
         if changed and announce:
-            self.state.version = max(self.state.version + 1, wall_ms)
-            self._announce(label, -1, -1, self.state.version, etag, wall_ms)
+            self._announce(label, -1, -1, self.state.publish(wall_ms), etag, wall_ms)
 
     def _announce(self, rendition: str, msn: int, part: int, version: int, etag: str, wall_ms: int) -> None:
         if self.on_manifest is None:
             return
-        self.on_manifest({"stream_id": self.state.stream_id, "rendition": rendition, "msn": msn, "part": part,
+        st = self.state
+        self.on_manifest({"stream_id": st.stream_id, "rendition": rendition, "msn": msn, "part": part,
                           "version": version, "etag": etag, "written_wallclock_ms": wall_ms,
-                          "ended": self.state.ended or self.state.vod})
+                          "ended": st.ended or st.vod, "target_duration": max(1, st.target_duration),
+                          "part_target": st.part_target if st.has_parts else 0.0})
 
     def _delete_media(self, name: str, seg: Segment) -> None:
         root = f"{self.state.root}/{name}"
@@ -466,15 +420,13 @@ class StreamPackager:
         """Stream over: release what waits (holes become gaps), then ENDLIST everywhere (static MPD)."""
         for name, buf in list(self.buffers.items()):
             self._apply(name, buf.flush())
-        self.state.ended = True
-        self.state.vod = self.state.vod or vod
+        self.state.end(vod)
         self.dirty.update(n for n, t in self.state.tracks.items() if t.segments)
         self.flush(wall_ms)
 
     def reopen(self) -> None:
         """The stream went live again after an end: drop ENDLIST on the next write."""
-        if self.state.ended and not self.state.vod:
-            self.state.ended = False
+        if self.state.reopen():
             self.dirty.update(n for n, t in self.state.tracks.items() if t.segments)
 
     def purge_all(self) -> int:

@@ -11,22 +11,17 @@ they do not change between MPD updates. Ad breaks become an SCTE-35 EventStream 
 from __future__ import annotations
 
 import base64
-import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from sinks.packager import scte35
-from sinks.packager.playlist import audio_track, video_tracks
+from sinks.packager.playlist import audio_track, iso_ms, video_tracks
 from sinks.packager.state import Segment, StreamState, Track, starts_discontinuity
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 SCTE_NS = "http://www.scte.org/schemas/35/2016"
 UTC_TIMING_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
 UTC_TIMING_URL = "/api/v1/time"
-
-
-def iso_dt(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
 
 def iso_dur(seconds: float) -> str:
@@ -197,8 +192,8 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
         mpd.set("mediaPresentationDuration", iso_dur(end_s - base_s))
     else:
         window = state.config.dvr_window_s or state.config.live_window_s
-        mpd.set("availabilityStartTime", iso_dt(state.ast_ms))
-        mpd.set("publishTime", iso_dt(publish_ms))
+        mpd.set("availabilityStartTime", iso_ms(state.ast_ms))
+        mpd.set("publishTime", iso_ms(publish_ms))
         mpd.set("minimumUpdatePeriod", iso_dur(td))
         mpd.set("timeShiftBufferDepth", iso_dur(window))
         delay = max(3.0 * td, td + state.lag_ms / 1000 + 1.0)  # segments appear lag_ms after their end

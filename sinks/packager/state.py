@@ -1,6 +1,8 @@
 """The per-stream packaging model: tracks of segments (with parts, gaps, keys), cues and the DVR window.
 
-Pure data plus the rules that change it; no I/O. Playlists and the MPD are rendered from this
+Pure data plus the rules that change it; no I/O. The packaging core (core.py) changes the model only
+through the transitions below, named for what happens (a segment is added, the window slides, the
+stream ends), never by assigning fields. Playlists and the MPD are rendered from this
 (playlist.py, mpd.py), and it round-trips through JSON so a restarted packager continues with the
 same media sequence numbers (DESIGN §3.3, §3.6).
 """
@@ -82,6 +84,27 @@ class Track:
         self.segments[seg.msn] = seg
         self.hi = max(self.hi, seg.msn)
 
+    def describe(self, *, codecs: str, timescale: int, bandwidth: int = 0, average_bandwidth: int = 0,
+                 target_bitrate: int = 0, width: int = 0, height: int = 0, frame_rate: float = 0.0,
+                 sample_rate: int = 0, channels: int = 0) -> None:
+        """What the newest RenditionSegment says about the rendition: bandwidths only grow, and an
+        attribute it leaves at zero keeps its known value."""
+        self.codecs = codecs or self.codecs
+        self.timescale = timescale
+        self.bandwidth = max(self.bandwidth, bandwidth)
+        self.average_bandwidth = max(self.average_bandwidth, average_bandwidth)
+        self.target_bitrate = target_bitrate or self.target_bitrate
+        self.width = width or self.width
+        self.height = height or self.height
+        self.frame_rate = frame_rate or self.frame_rate
+        self.sample_rate = sample_rate or self.sample_rate
+        self.channels = channels or self.channels
+
+    def publish(self, wall_ms: int) -> int:
+        """Its playlist changed: the next version (monotonic, and at least the wall clock)."""
+        self.version = max(self.version + 1, wall_ms)
+        return self.version
+
     def init_name(self, init_hash: str) -> str:
         """Object name of an init segment; the first one is the contract's `init.mp4`."""
         name = self.inits.get(init_hash)
@@ -151,6 +174,112 @@ class StreamState:
         """Lowest msn any track holds (new tracks start here so MEDIA-SEQUENCE never goes back)."""
         firsts = [min(t.segments) for t in self.tracks.values() if t.segments]
         return min(firsts) if firsts else 0
+
+    # --- transitions ------------------------------------------------------------------------
+    def reconfigure(self, config: StreamConfig) -> None:
+        """The registry (or the replay tool) changed how the stream is packaged."""
+        self.config = config
+
+    def track_for(self, name: str, media_type: str, codecs: str) -> Track:
+        """The rendition's track, opened on its first segment."""
+        track = self.tracks.get(name)
+        if track is None:
+            track = self.tracks[name] = Track(name=name, media_type=media_type, codecs=codecs)
+        return track
+
+    def add_segment(self, track: Track, seg: Segment, now_ms: int) -> None:
+        """A GOP's media is written: list it (over a gap, if one stood in for it) and let it fix the
+        stream's clocks: availabilityStartTime, the track's presentationTimeOffset, the arrival lag
+        of live segments and the target durations."""
+        fills_gap = seg.msn in track.segments
+        if not self.ast_ms:
+            self.ast_ms = seg.pdt_ms
+        lag = now_ms - seg.end_ms
+        if not fills_gap and 0 <= lag < 120_000:  # live arrival (not a replay of old media)
+            self.lag_ms = max(lag, int(self.lag_ms * 0.95))
+        if track.pto < 0:
+            track.pto = max(0, seg.pts - round((seg.pdt_ms - self.ast_ms) * seg.timescale / 1000))
+        track.insert(seg)
+        self.note_durations(seg)
+
+    def add_gap(self, track: Track, msn: int, nxt: Segment | None, key_id: str | None = None,
+                iv_hex: str | None = None) -> Segment:
+        """A GOP never arrived: list a gap in its place, timed from its neighbours."""
+        seg = gap_segment(track, msn, nxt)
+        seg.key_id, seg.iv_hex = key_id, iv_hex
+        track.insert(seg)
+        return seg
+
+    def slide_window(self, track: Track) -> list[Segment]:
+        """Drop the segments that left the DVR window; returns them (their objects are to be deleted)."""
+        gone = self.expired(track)
+        self.drop(track, [s.msn for s in gone])
+        return gone
+
+    def keep_period(self, origin: int, start_s: float, ptos: dict[str, int]) -> None:
+        """The window moved past the msn the first DASH Period began at: keep its id, start and offsets."""
+        self.period_origin, self.period_start_s, self.period_ptos = origin, start_s, dict(ptos)
+
+    def publish(self, wall_ms: int) -> int:
+        """The master playlist or MPD changed: the next version (monotonic, and at least the wall clock)."""
+        self.version = max(self.version + 1, wall_ms)
+        return self.version
+
+    def end(self, vod: bool = False) -> None:
+        """The stream is over (ENDLIST everywhere); a replay finalises it as VOD."""
+        self.ended = True
+        self.vod = self.vod or vod
+
+    def reopen(self) -> bool:
+        """A live stream went live again after an end; False when there is nothing to reopen (or VOD)."""
+        if not self.ended or self.vod:
+            return False
+        self.ended = False
+        return True
+
+    # --- cues -------------------------------------------------------------------------------
+    def add_cue(self, cue_id: str, splice_event_id: int, start_ms: int, duration_ms: int,
+                scte35_hex: str | None = None) -> bool:
+        """Register an ad break, never placed before the current live edge; False if already known."""
+        if cue_id in self.cues:
+            return False
+        edge = max((t.last_msn for t in self.tracks.values()), default=-1) + 1
+        self.cues[cue_id] = CueEntry(cue_id=cue_id, splice_event_id=splice_event_id, start_ms=start_ms,
+                                     duration_ms=duration_ms, scte35_hex=scte35_hex, after_msn=edge)
+        return True
+
+    def place_cues(self) -> bool:
+        """Snap pending cue starts/ends to segment boundaries once the boundary segment exists;
+        True when a boundary was placed (every playlist then changes)."""
+        pending = [c for c in self.cues.values() if c.in_msn is None]
+        if not pending:
+            return False
+        lo = min(c.after_msn if c.out_msn is None else c.out_msn for c in pending)
+        hi = max((t.last_msn for t in self.tracks.values()), default=-1)
+        known: dict[int, int] = {}  # msn -> PDT, only from where a pending cue can land
+        for t in self.tracks.values():
+            for m in range(lo, hi + 1):
+                s = t.segments.get(m)
+                if s is not None and not s.gap:
+                    known.setdefault(m, s.pdt_ms)
+        if not known:
+            return False
+        placed = False
+        for cue in pending:
+            if cue.out_msn is None:
+                cands = [m for m, pdt in known.items() if m >= cue.after_msn and pdt >= cue.start_ms - 5]
+                if cands:
+                    cue.out_msn = min(cands)
+                    placed = True
+            if cue.out_msn is not None and cue.in_msn is None:
+                out_pdt = known.get(cue.out_msn)
+                if out_pdt is None:
+                    continue
+                cands = [m for m, pdt in known.items() if m > cue.out_msn and pdt >= out_pdt + cue.duration_ms - 5]
+                if cands:
+                    cue.in_msn = min(cands)
+                    placed = True
+        return placed
 
     # --- timing -----------------------------------------------------------------------------
     def note_durations(self, seg: Segment) -> None:

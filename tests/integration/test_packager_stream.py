@@ -270,6 +270,11 @@ def test_manifest_updates_announced(run: dict[str, Any]) -> None:
         versions = [u["version"] for u in mine]
         assert versions == sorted(versions)
         assert [u["msn"] for u in mine] == sorted(u["msn"] for u in mine)
+        # the targets the playlist advertises travel with the update (the api reads no playlist for them)
+        text = run["store"].get(f"live/{SID}/{r}/playlist.m3u8").data.decode()
+        pt = re.search(r"PART-TARGET=([0-9.]+)", text)
+        assert mine[-1]["target_duration"] == int(re.search(r"#EXT-X-TARGETDURATION:(\d+)", text).group(1))
+        assert mine[-1]["part_target"] == (float(pt.group(1)) if pt else 0.0)
     assert any(u["rendition"] == "master" for u in ups) and any(u["rendition"] == "mpd" for u in ups)
 
 

@@ -60,3 +60,23 @@ def test_one_update_wakes_every_waiter_and_unsatisfied_ones_time_out() -> None:
     woke, late = asyncio.run(scenario())
     assert woke == [True] * 100
     assert late is False
+
+
+def test_an_update_with_targets_needs_no_playlist_read_and_a_v1_update_does() -> None:
+    from api.hub import PlaylistHub
+    from api.llhls import PlaylistState
+
+    async def never(key: str) -> None:
+        raise AssertionError("no read expected")
+
+    hub = PlaylistHub(never)
+    base = {"stream_id": "s", "etag": "x", "written_wallclock_ms": 0, "ended": False}
+    hub.on_update({**base, "rendition": "old", "msn": 3, "part": -1, "version": 1,
+                   "target_duration": 0, "part_target": 0.0})
+    assert not hub.learned("s", "old")  # the origin reads the playlist for its targets
+    text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2.0,\n3.m4s\n"
+    hub.learn_from_playlist("s", "old", text)
+    assert hub.learned("s", "old") and hub.state("s", "old") == PlaylistState(3, -1, False, 2.0, None)
+    hub.on_update({**base, "rendition": "new", "msn": 7, "part": 2, "version": 1,
+                   "target_duration": 1, "part_target": 0.334})
+    assert hub.learned("s", "new") and hub.state("s", "new") == PlaylistState(7, 2, False, 1.0, 0.334)

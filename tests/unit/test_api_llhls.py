@@ -13,6 +13,7 @@ from api.llhls import (
     parse_block_request,
     parse_state,
     satisfied,
+    state_from_update,
     too_far_ahead,
 )
 
@@ -95,3 +96,16 @@ def test_parse_state_from_playlists() -> None:
     ended = no_parts + "#EXT-X-ENDLIST\n"
     assert parse_state(ended).ended
     assert parse_state("not a playlist") is None
+
+
+def test_state_from_update_takes_the_targets_the_record_carries() -> None:
+    rec = {"msn": 42, "part": 1, "ended": False, "target_duration": 1, "part_target": 0.334}
+    assert state_from_update(rec) == PlaylistState(42, 1, False, 1.0, 0.334)
+    standard = {**rec, "part": -1, "target_duration": 2, "part_target": 0.0}  # no parts listed
+    assert state_from_update(standard, LIVE) == PlaylistState(42, -1, False, 2.0, None)
+
+
+def test_state_from_a_v1_update_keeps_the_targets_known_before() -> None:
+    v1 = {"msn": 21, "part": 0, "ended": True, "target_duration": 0, "part_target": 0.0}  # decoded v1 record
+    assert state_from_update(v1, LIVE) == PlaylistState(21, 0, True, 1.0, 0.334)
+    assert state_from_update(v1) == PlaylistState(21, 0, True, 4.0, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from sinks.packager import mpd
+from sinks.packager.playlist import iso_ms
 from sinks.packager.state import CueEntry
 from tests.unit.test_playlist import T0, make_state
 
@@ -22,10 +23,10 @@ def test_dynamic_mpd_structure_and_timing() -> None:
     st.ast_ms = T0
     root = parse(mpd.render_mpd(st, T0 + 31_000))
     assert root.get("type") == "dynamic"
-    assert root.get("availabilityStartTime") == mpd.iso_dt(T0)
+    assert root.get("availabilityStartTime") == iso_ms(T0)
     assert root.get("timeShiftBufferDepth") == "PT7200.000S"
     assert root.get("minimumUpdatePeriod") == "PT1.000S"
-    assert root.get("publishTime") == mpd.iso_dt(T0 + 31_000)
+    assert root.get("publishTime") == iso_ms(T0 + 31_000)
     utc = root.find("d:UTCTiming", NS)
     assert utc is not None and utc.get("schemeIdUri") == "urn:mpeg:dash:utc:http-iso:2014"
     assert utc.get("value") == "/api/v1/time"

@@ -80,6 +80,52 @@ def test_segments_written_before_playlists_and_msn_from_base(tmp_path) -> None:
                                 lambda uri: store.exists(f"live/s1/720p/{uri}")) == []
     assert {u["rendition"] for u in ups} == {"720p", "master", "mpd"}
     assert [u["msn"] for u in ups if u["rendition"] == "720p"] == [4]
+    # every update carries the targets the playlist advertises (the api needs no playlist read for them)
+    assert pl.target_duration == 1 and "#EXT-X-PART-INF:PART-TARGET=0.334" in store.get(
+        "live/s1/720p/playlist.m3u8").data.decode()
+    assert {(u["target_duration"], u["part_target"]) for u in ups} == {(1, 0.334)}
+
+
+def test_standard_stream_announces_no_part_target(tmp_path) -> None:
+    p, _, ups = pkg(tmp_path, latency_mode="STANDARD")
+    for g in range(3):
+        p.add(seg(g, seconds=2.0), now=0)
+    p.flush(T0)
+    assert ups and {(u["target_duration"], u["part_target"]) for u in ups} == {(2, 0.0)}
+
+
+def test_state_owns_its_transitions() -> None:
+    from sinks.packager.state import Part, Segment, StreamState
+
+    st = StreamState("s1")
+    t = st.track_for("720p", "VIDEO", "avc1.64001f")
+    assert st.track_for("720p", "VIDEO", "other") is t
+    t.describe(codecs="", timescale=90000, bandwidth=4000, width=1280, height=720, frame_rate=30.0)
+    t.describe(codecs="avc1.640028", timescale=90000, bandwidth=3000)  # zeros keep, bandwidth only grows
+    assert (t.codecs, t.bandwidth, t.width, t.height, t.frame_rate) == ("avc1.640028", 4000, 1280, 720, 30.0)
+
+    def segment(m: int) -> Segment:
+        return Segment(msn=m, pts=m * 90000, duration=90000, timescale=90000, pdt_ms=T0 + m * 1000,
+                       parts=[Part(0.334, True), Part(0.333, False), Part(0.333, False)])
+
+    st.add_segment(t, segment(0), now_ms=T0 + 1500)
+    assert (st.ast_ms, t.pto, st.lag_ms, st.target_duration, st.part_target) == (T0, 0, 500, 1, 0.334)
+    gap = st.add_gap(t, 1, None, "k0", "00" * 16)
+    assert gap.gap and gap.key_id == "k0" and t.last_msn == 1
+    st.add_segment(t, segment(1), now_ms=T0 + 2100)  # a late fill over the gap: not a live arrival
+    assert not t.segments[1].gap and st.lag_ms == 500
+    assert st.add_cue("c1", 7, T0 + 2000, 1000) and not st.add_cue("c1", 7, T0, 1000)
+    assert st.cues["c1"].after_msn == 2 and not st.place_cues()
+    st.add_segment(t, segment(2), now_ms=T0 + 3500)
+    st.add_segment(t, segment(3), now_ms=T0 + 4500)
+    assert st.place_cues() and (st.cues["c1"].out_msn, st.cues["c1"].in_msn) == (2, 3)
+    st.reconfigure(StreamConfig(dvr_window_s=2))
+    assert [s.msn for s in st.slide_window(t)] == [0, 1] and sorted(t.segments) == [2, 3]
+    assert t.publish(5) == 5 and t.publish(5) == 6 and st.publish(T0) == T0
+    st.end()
+    assert st.ended and not st.slide_window(t) and st.reopen() and not st.ended
+    st.end(vod=True)
+    assert st.vod and not st.reopen()
 
 
 def test_out_of_order_gop_7_before_6(tmp_path) -> None:
