@@ -14,7 +14,7 @@ from floodlight.settings import Settings
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark tests by folder so `-m unit` etc. work without decorating every test."""
     for item in items:
-        for marker in ("unit", "integration", "e2e", "chaos"):
+        for marker in ("unit", "integration", "security", "e2e", "chaos"):
             if f"/tests/{marker}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, marker))
 
