@@ -1,26 +1,31 @@
 """Frames records for Kafka: Avro single-object encoding (spec 1.x).
 
 Wire format: 0xC3 0x01 marker, the writer schema's 8-byte CRC-64-AVRO fingerprint
-(little-endian), then the Avro binary body. DESIGN §5 asks for "a magic byte + 8-byte
-fingerprint"; we use the Avro specification's own two-byte marker so any Avro library
+(little-endian, as the spec says), then the Avro binary body. DESIGN §5 asks for "a magic
+byte + 8-byte fingerprint"; we use the Avro specification's own two-byte marker so any Avro library
 (Java's BinaryMessageDecoder, fastavro users) can read our topics without our code.
 
 Every version a schema has had lives in this folder (current) or in history/ (older);
 the codec knows all their fingerprints and resolves an old writer schema to the current
 reader schema, which is how schemas evolve backward-compatibly.
+
+Until issue 13 the fingerprint was written in the opposite (big-endian) byte order, which no other
+Avro library reads. Records are now written little-endian; records already on the topics in the old
+order are still read (both orders of every registered fingerprint are known to the reader).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import parse_schema, to_parsing_canonical_form
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = len(MARKER) + 8
@@ -65,9 +70,35 @@ class SchemaVersion:
     fingerprint: bytes
 
 
+CRC64_AVRO_EMPTY = 0xC15D213AA4D7A795  # the spec's EMPTY: the polynomial's fingerprint of no bytes
+
+
+def _crc64_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (CRC64_AVRO_EMPTY & -(fp & 1))
+        table.append(fp)
+    return tuple(table)
+
+
+_CRC64_TABLE = _crc64_table()
+
+
+def crc64_avro(data: bytes) -> int:
+    """The Avro spec's 64-bit Rabin fingerprint (CRC-64-AVRO) of `data`, as an unsigned integer
+    (the spec's reference `fingerprint64`, Java's `SchemaNormalization.fingerprint64`)."""
+    fp = CRC64_AVRO_EMPTY
+    for b in data:
+        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ b) & 0xFF]
+    return fp
+
+
 def _fingerprint(parsed: dict[str, Any]) -> bytes:
-    hexdigest = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-    return int(hexdigest, 16).to_bytes(8, "little")
+    """The 8 fingerprint bytes of single-object encoding: CRC-64-AVRO of the parsing canonical form,
+    little-endian (Avro spec, "Single-object encoding")."""
+    return struct.pack("<Q", crc64_avro(to_parsing_canonical_form(parsed).encode("utf-8")))
 
 
 def _load(path: Path) -> tuple[dict[str, Any], bytes]:
@@ -92,6 +123,13 @@ def _registry() -> tuple[dict[str, SchemaVersion], dict[bytes, SchemaVersion]]:
         sv = SchemaVersion(name, version, parsed, fp)
         by_fp.setdefault(sv.fingerprint, sv)
     return current, by_fp
+
+
+@cache
+def _legacy() -> dict[bytes, SchemaVersion]:
+    """Records written before issue 13 carry the fingerprint big-endian: the same bytes reversed."""
+    by_fp = _registry()[1]
+    return {fp[::-1]: sv for fp, sv in by_fp.items() if fp[::-1] not in by_fp}
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -121,7 +159,7 @@ def writer_of(data: bytes) -> SchemaVersion:
     if data[:2] != MARKER:
         raise BadMarker(f"expected marker c301, got {data[:2].hex()}")
     fp = data[2:HEADER_LEN]
-    sv = _registry()[1].get(fp)
+    sv = _registry()[1].get(fp) or _legacy().get(fp)
     if sv is None:
         raise UnknownFingerprint(f"unknown schema fingerprint {fp.hex()}")
     return sv
