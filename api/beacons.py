@@ -4,6 +4,12 @@ Each beacon is checked against the QoeBeacon schema on its own: bad ones are rep
 index, good ones are produced to floodlight.qoe (key session_id) without waiting for the broker's
 ack, so a slow broker never holds a player's request. A token bucket per session bounds what one
 client can push.
+
+Hostile bodies (issue 13): the size limit is enforced while the body is read, not after; a body
+nested too deeply for the JSON parser, or text that is not valid Unicode (a lone surrogate), is a
+4xx like any other bad input; the whole batch is validated and encoded before the first beacon is
+produced, so a beacon that fails late can never leave earlier ones of its batch produced (which a
+retry of the batch would then duplicate).
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api import metrics
+from floodlight.ids import is_stream_id
 from floodlight.kafka import make_producer
-from floodlight.registry import STREAM_ID_RE
 from floodlight.settings import Settings
 from schemas import codec
 
@@ -84,8 +90,12 @@ def validate_beacon(raw: Any) -> dict[str, Any]:
                 raise ValueError(f"{name!r} must be a string")
             if len(v) > 256:
                 raise ValueError(f"{name!r} longer than 256 characters")
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800") JSON lets through
+                raise ValueError(f"{name!r} is not valid Unicode text") from exc
         out[name] = v
-    if not STREAM_ID_RE.match(out["stream_id"]):
+    if not is_stream_id(out["stream_id"]):
         raise ValueError("'stream_id' is not a valid stream id")
     if not out["session_id"]:
         raise ValueError("'session_id' must not be empty")
@@ -135,15 +145,46 @@ class BeaconSink:
             metrics.BEACONS.labels("lost").inc()
             log.warning("beacon delivery failed", extra={"error": str(err)})
 
+    @staticmethod
+    def frame(beacon: dict[str, Any]) -> tuple[bytes, bytes]:
+        """(key, value) of a validated beacon; ValueError if it cannot be encoded."""
+        try:
+            return beacon["session_id"].encode("utf-8"), codec.encode("QoeBeacon", beacon)
+        except (ValueError, TypeError, OverflowError, UnicodeEncodeError) as exc:
+            raise ValueError(f"beacon cannot be encoded: {exc}") from exc
+
     def send(self, beacon: dict[str, Any]) -> None:
         """Queue one beacon; BufferError when the local queue is full."""
-        self.producer.produce(self.topic, key=beacon["session_id"].encode(),
-                              value=codec.encode("QoeBeacon", beacon), on_delivery=self._delivered)
+        self.send_framed(*self.frame(beacon))
+
+    def send_framed(self, key: bytes, value: bytes) -> None:
+        """Queue one beacon already framed by `frame`; BufferError when the local queue is full."""
+        self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self.producer.flush(timeout)
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be longer than `limit` bytes (a declared
+    Content-Length over the limit is refused before reading; a streamed body is cut off at the limit)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                return None
+        except ValueError:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @router.post(
@@ -172,40 +213,48 @@ class BeaconSink:
 async def post_beacons(request: Request) -> JSONResponse:
     """Accepts `{"beacons": [...]}` or a bare JSON array (navigator.sendBeacon sends text/plain)."""
     ctx = request.app.state.ctx
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
+    body = await read_body(request, MAX_BODY_BYTES)
+    if body is None:  # and close the connection: the server would otherwise drain the rest of the body
+        return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413,
+                            headers={"Connection": "close"})
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return JSONResponse({"detail": "body is not JSON"}, 400)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
+        return JSONResponse({"detail": "body is not JSON (or is nested too deeply)"}, 400)
     items = payload.get("beacons") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         return JSONResponse({"detail": "expected {\"beacons\": [...]} or a JSON array"}, 422)
     if len(items) > MAX_BATCH:
         return JSONResponse({"detail": f"at most {MAX_BATCH} beacons per batch, got {len(items)}"}, 422)
-    accepted = 0
     rejected: list[dict[str, Any]] = []
     limited = 0
-    for i, raw in enumerate(items):
+    framed: list[tuple[int, bytes, bytes]] = []
+    for i, raw in enumerate(items):  # 1. validate and encode the whole batch; nothing is produced yet
         try:
-            beacon = validate_beacon(raw)
+            key, value = BeaconSink.frame(validate_beacon(raw))
         except ValueError as exc:
             rejected.append({"index": i, "error": str(exc)})
             metrics.BEACONS.labels("invalid").inc()
             continue
-        if not ctx.beacon_limiter.allow(beacon["session_id"]):
+        framed.append((i, key, value))
+    admitted = []
+    for i, key, value in framed:  # 2. the rate limit, for valid beacons only
+        if not ctx.beacon_limiter.allow(key.decode("utf-8")):
             rejected.append({"index": i, "error": "rate limited"})
             limited += 1
             metrics.BEACONS.labels("rate_limited").inc()
             continue
+        admitted.append((i, key, value))
+    accepted = 0
+    for i, key, value in admitted:  # 3. produce; only a full local queue can refuse one now
         try:
-            ctx.beacons.send(beacon)
+            ctx.beacons.send_framed(key, value)
         except BufferError:
             rejected.append({"index": i, "error": "overloaded, retry later"})
             metrics.BEACONS.labels("overloaded").inc()
             continue
         accepted += 1
+    rejected.sort(key=lambda r: r["index"])
     metrics.BEACONS.labels("accepted").inc(accepted)
     if rejected:
         log.info("beacons rejected", extra={"count": len(rejected), "first": rejected[0]["error"]})
