@@ -19,26 +19,38 @@ def register(app: typer.Typer) -> None:
 
 def api_cmd(host: Annotated[str | None, typer.Option(help="bind address")] = None,
             port: Annotated[int | None, typer.Option(help="bind port")] = None) -> None:
-    """Run the FastAPI origin/registry/beacon api (uvicorn); exits on SIGTERM/SIGINT."""
+    """Run the FastAPI origin/registry/beacon api (uvicorn); exits on SIGTERM/SIGINT.
+    Refuses (exit 2) a non-loopback bind while FLOODLIGHT_JWT_SECRET or FLOODLIGHT_PLAYBACK_KEYS is the default."""
     from api.server import serve
     from floodlight.log import setup_logging
-    from floodlight.settings import get_settings
+    from floodlight.settings import InsecureSettings, get_settings
 
     s = get_settings()
     setup_logging("api", s.log_level, s.log_format)
-    serve(s, host or s.api_host, port or s.api_port)
+    try:
+        serve(s, host or s.api_host, port or s.api_port)
+    except InsecureSettings as exc:
+        typer.echo(f"floodlight api: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def edge_cmd(port: Annotated[int | None, typer.Option(help="edge port (default FLOODLIGHT_EDGE_PORT)")] = None,
-             origin: Annotated[str | None, typer.Option(help="origin host:port (default the api)")] = None) -> None:
-    """Run nginx in front of the api (config generated under FLOODLIGHT_STACK_DIR/edge)."""
+             origin: Annotated[str | None, typer.Option(help="origin host:port (default the api)")] = None,
+             host: Annotated[str, typer.Option(help="address the edge listens on")] = "127.0.0.1") -> None:
+    """Run nginx in front of the api (config generated under FLOODLIGHT_STACK_DIR/edge).
+    Refuses (exit 2) a non-loopback address while FLOODLIGHT_JWT_SECRET or FLOODLIGHT_PLAYBACK_KEYS is the default."""
     from api.edge import run_edge
     from floodlight.log import setup_logging
-    from floodlight.settings import get_settings
+    from floodlight.settings import InsecureSettings, get_settings
 
     s = get_settings()
     setup_logging("edge", s.log_level, s.log_format)
-    raise typer.Exit(run_edge(s, port=port, origin=origin))
+    try:
+        code = run_edge(s, port=port, origin=origin, host=host)
+    except InsecureSettings as exc:
+        typer.echo(f"floodlight edge: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
 
 
 @streams_app.command("create")

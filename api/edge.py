@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from floodlight.settings import Settings
+from floodlight.settings import Settings, refuse_default_secrets
 
 log = logging.getLogger("api.edge")
 LOCK_TIMEOUT_S = 30  # longer than any blocking hold (3 x 4 s target duration)
@@ -176,22 +176,28 @@ def worker_user(prefix: Path) -> str | None:
     return f"nobody {grp.getgrgid(nobody.pw_gid).gr_name}"
 
 
-def local_conf(settings: Settings, *, prefix: Path, port: int, origin: str) -> str:
+def _listen(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def local_conf(settings: Settings, *, prefix: Path, port: int, origin: str, host: str = "127.0.0.1") -> str:
     return render_main(prefix, user=worker_user(prefix), http_conf=render_http(
-        listen=f"127.0.0.1:{port}", origin=origin, cache_dir=str(prefix / "cache"),
+        listen=_listen(host, port), origin=origin, cache_dir=str(prefix / "cache"),
         cache_max_size=settings.edge_cache_max_size, country=settings.edge_country,
         geo_header=settings.api_geo_header, temp_dir=str(prefix / "tmp")))
 
 
 def prepare(settings: Settings, *, port: int | None = None, origin: str | None = None,
-            prefix: Path | None = None) -> tuple[Path, Path]:
-    """Write the local edge config under FLOODLIGHT_STACK_DIR/edge; return (prefix, conf path)."""
+            prefix: Path | None = None, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """Write the local edge config under FLOODLIGHT_STACK_DIR/edge; return (prefix, conf path).
+    Raises InsecureSettings for a non-loopback `host` while a secret has its published default."""
+    refuse_default_secrets(settings, host, "edge")
     prefix = (prefix or settings.stack_dir / "edge").resolve()
     for d in ("cache", "tmp"):
         (prefix / d).mkdir(parents=True, exist_ok=True)
     origin = origin or f"{settings.api_host}:{settings.api_port}"
     conf = prefix / "nginx.conf"
-    conf.write_text(local_conf(settings, prefix=prefix, port=port or settings.edge_port, origin=origin))
+    conf.write_text(local_conf(settings, prefix=prefix, port=port or settings.edge_port, origin=origin, host=host))
     return prefix, conf
 
 
@@ -203,9 +209,10 @@ def nginx_binary() -> str:
 
 
 def start_edge(settings: Settings, *, port: int | None = None, origin: str | None = None,
-               prefix: Path | None = None) -> subprocess.Popen[bytes]:
-    """Check the config (nginx -t) and start nginx in the foreground as a child process."""
-    prefix, conf = prepare(settings, port=port, origin=origin, prefix=prefix)
+               prefix: Path | None = None, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
+    """Check the config (nginx -t) and start nginx in the foreground as a child process: our own config,
+    pid file and error log under `prefix`; no system nginx service is used or touched."""
+    prefix, conf = prepare(settings, port=port, origin=origin, prefix=prefix, host=host)
     cmd = [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
     check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True)
     if check.returncode != 0:
@@ -223,9 +230,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_edge(settings: Settings, *, port: int | None = None, origin: str | None = None) -> int:
+def run_edge(settings: Settings, *, port: int | None = None, origin: str | None = None,
+             host: str = "127.0.0.1") -> int:
     """`floodlight edge`: run until SIGTERM/SIGINT, then stop nginx gracefully."""
-    proc = start_edge(settings, port=port, origin=origin)
+    proc = start_edge(settings, port=port, origin=origin, host=host)
     log.info("edge started", extra={"port": port or settings.edge_port, "pid": proc.pid,
                                     "origin": origin or f"{settings.api_host}:{settings.api_port}"})
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from floodlight.settings import Settings
+from floodlight.settings import Settings, refuse_default_secrets
 
 if TYPE_CHECKING:
     from api.context import Context
@@ -23,8 +23,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    """Foreground; returns on SIGTERM/SIGINT (uvicorn's handlers) after the lifespan shuts down."""
+    """Foreground; returns on SIGTERM/SIGINT (uvicorn's handlers) after the lifespan shuts down.
+    Raises InsecureSettings before binding a non-loopback address with a default secret."""
     from api.app import create_app
+
+    refuse_default_secrets(settings, host, "api")
 
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False,
                 timeout_keep_alive=30, backlog=4096, lifespan="on")
@@ -36,6 +39,7 @@ class BackgroundServer:
     def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 0) -> None:
         from api.app import create_app
 
+        refuse_default_secrets(settings, host, "api")
         self.settings = settings
         self.host = host
         self.port = port or free_port(host)

@@ -6,13 +6,18 @@ compose/ and the README (a test checks all three agree).
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cache
 from pathlib import Path
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.errors import FloodlightError
+
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JWT_SECRET = "dev-only-change-me"
+DEFAULT_PLAYBACK_SECRET = "dev-playback-key-change-me"
 
 
 class Settings(BaseSettings):
@@ -43,9 +48,9 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, description="Port the api binds.")
     edge_port: int = Field(8080, description="Port of the nginx edge in front of the api.")
     public_base_url: str = Field("", description="Base URL players use (default: the edge).")
-    jwt_secret: str = Field("dev-only-change-me", description="HS256 secret of api bearer JWTs.")
+    jwt_secret: str = Field(DEFAULT_JWT_SECRET, description="HS256 secret of api bearer JWTs.")
     playback_keys: str = Field(
-        "k1:dev-playback-key-change-me",
+        f"k1:{DEFAULT_PLAYBACK_SECRET}",
         description="Playback URL signing keys 'kid:secret,kid2:secret2'; the first signs, all verify.",
     )
     playback_token_ttl_s: int = Field(3600, description="Lifetime of signed playback URLs.")
@@ -141,6 +146,46 @@ class Settings(BaseSettings):
 @cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class InsecureSettings(FloodlightError):
+    """A role would serve beyond this host while a secret still has its published default value."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name (or 0.0.0.0 / ::, which parse): reachable from elsewhere
+
+
+def default_secrets(settings: Settings) -> list[str]:
+    """The FLOODLIGHT_* variables whose secret is still the value published in this repository."""
+    found = []
+    if settings.jwt_secret == DEFAULT_JWT_SECRET:
+        found.append("FLOODLIGHT_JWT_SECRET")
+    if any(item.partition(":")[2].strip() == DEFAULT_PLAYBACK_SECRET for item in settings.playback_keys.split(",")):
+        found.append("FLOODLIGHT_PLAYBACK_KEYS")
+    return found
+
+
+def refuse_default_secrets(settings: Settings, host: str, role: str) -> None:
+    """Raise InsecureSettings when `role` would bind a non-loopback `host` with a default secret: anyone
+    who has read this repository could then mint admin JWTs or playback tokens for premium streams."""
+    if is_loopback(host):
+        return
+    found = default_secrets(settings)
+    if found:
+        names = " and ".join(found)
+        raise InsecureSettings(
+            f"refusing to start the {role} on {host}: {names} still has the default value published in the "
+            f"Floodlight repository, so anyone could mint tokens. Set {names} to secrets of your own "
+            f"(e.g. FLOODLIGHT_JWT_SECRET=$(openssl rand -hex 32), FLOODLIGHT_PLAYBACK_KEYS=k1:$(openssl rand "
+            f"-hex 32)), or bind 127.0.0.1.")
 
 
 def markdown_table() -> str:
