@@ -8,7 +8,12 @@ What the edge does, in order of importance:
   request per viewer token per minute, not one per segment;
 - caches playlists keyed by the full URI (`_HLS_msn/_HLS_part/_HLS_skip` and token included) for as
   long as the origin's Cache-Control says (max-age=1), and coalesces identical blocking requests;
-- stamps the trusted country header, overwriting whatever the client sent.
+- stamps the trusted country header, overwriting whatever the client sent;
+- refuses (400) any request whose path is not already canonical - percent-escapes, doubled slashes,
+  dot segments, a fragment - so the token check, the media cache key and the origin all see one
+  string: nginx would otherwise match locations and key the cache on its decoded, normalised `$uri`
+  while the check reads the raw `$request_uri` (issue 13: `/live/%70rem/...` got a premium segment);
+- keeps operator endpoints (/metrics, /readyz, /edge/) off the public side.
 
 `render_http(...)` is the http-context part (also compose/nginx/edge.conf, mounted as
 conf.d/default.conf); `render_main(...)` wraps it for a standalone nginx run as a child process.
@@ -53,6 +58,19 @@ map $request_uri $fl_subject {{
   default "";
 }}
 
+# the request path exactly as the client sent it (no query): the token check, the media cache key
+# and the origin all read this one string
+map $request_uri $fl_path {{
+  "~^(?<fl_raw_path>[^?]*)" $fl_raw_path;
+}}
+
+# a path nginx would decode or normalise before matching locations ($uri) is not served: percent-
+# escapes, doubled slashes, dot segments, a fragment (players never send them for our paths)
+map $fl_path $fl_noncanonical {{
+  "~(%|//|/\\.\\.?(/|$)|#)" 1;
+  default 0;
+}}
+
 server {{
   listen {listen} backlog=4096;
   proxy_http_version 1.1;
@@ -65,6 +83,10 @@ server {{
   proxy_buffers 16 64k;
   add_header X-Edge-Cache $upstream_cache_status always;
 
+  if ($fl_noncanonical) {{
+    return 400;
+  }}
+
   # token verdicts, cached per (stream, token, country) for the max-age the api gives (<= 60 s)
   location = /_fl_authz {{
     internal;
@@ -72,6 +94,9 @@ server {{
     proxy_pass_request_body off;
     proxy_set_header Content-Length "";
     proxy_set_header X-Original-URI $request_uri;
+    # the token exactly as nginx read it for the verdict's cache key (a check that decoded the query
+    # itself could pass `?%74oken=` and cache that verdict for requests with no token at all)
+    proxy_set_header X-Playback-Token $fl_token;
     proxy_cache fl_authz;
     proxy_cache_key "$fl_subject|$fl_token|{country}";
     proxy_cache_valid 200 60s;
@@ -84,7 +109,7 @@ server {{
     auth_request /_fl_authz;
     proxy_pass http://fl_origin;
     proxy_cache fl_media;
-    proxy_cache_key $uri;
+    proxy_cache_key $fl_path;
     proxy_cache_lock on;
     proxy_cache_lock_timeout {LOCK_TIMEOUT_S}s;
     proxy_cache_lock_age {LOCK_TIMEOUT_S}s;
@@ -108,6 +133,9 @@ server {{
 
   # operator endpoints stay on the origin's private address
   location = /metrics {{
+    return 404;
+  }}
+  location = /readyz {{
     return 404;
   }}
   location ^~ /edge/ {{

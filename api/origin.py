@@ -15,7 +15,7 @@ import logging
 import re
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -24,16 +24,14 @@ from api import metrics
 from api.llhls import BadBlockingRequest, BlockRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
 from api.rewrite import sign_mpd, sign_playlist
 from api.tokens import TokenError
+from floodlight.ids import is_rendition, is_stream_id, is_token_id
 from floodlight.objectstore import StoredObject, StoreError
-from floodlight.registry import STREAM_ID_RE
 
 log = logging.getLogger("api.origin")
 router = APIRouter()
 
-RENDITION_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 OBJECT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}(\.[0-9]{1,6})?\.(m4s|mp4|m3u8|vtt|aac)$")
 MEDIA_RE = re.compile(r"^([0-9]{1,12})(?:\.([0-9]{1,6}))?\.m4s$")
-KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ROOT_DOC_RE = re.compile(r"^(master(-[a-z0-9]{1,16})?\.m3u8|manifest\.mpd)$")
 NO_STORE = "no-store"
 SHORT_404 = "public, max-age=1"
@@ -45,11 +43,11 @@ def _bad(msg: str) -> HTTPException:
 
 
 def _check_ids(scope: str, sid: str, rendition: str | None = None, name: str | None = None) -> None:
-    if not STREAM_ID_RE.match(sid):
+    if not is_stream_id(sid):
         raise _bad(f"malformed {scope} id")
-    if rendition is not None and not RENDITION_RE.match(rendition):
+    if rendition is not None and not is_rendition(rendition):
         raise _bad("malformed rendition")
-    if name is not None and not OBJECT_RE.match(name):
+    if name is not None and not OBJECT_RE.fullmatch(name):
         raise _bad("malformed object name")
 
 
@@ -196,7 +194,7 @@ def _route(scope: str) -> None:
                            404: {"description": "Unknown stream or not yet packaged"}})
     async def document(sid: str, doc: str, request: Request) -> Response:
         _check_ids(scope, sid)
-        if not ROOT_DOC_RE.match(doc):
+        if not ROOT_DOC_RE.fullmatch(doc):
             raise _bad("malformed document name")
         record, token = authorize(request, scope, sid)
         version_key = "mpd" if doc.endswith(".mpd") else doc.removesuffix(".m3u8")
@@ -224,7 +222,7 @@ _route("vod")
                        404: {"description": "Unknown stream or key"}})
 async def content_key(sid: str, key_id: str, request: Request) -> Response:
     _check_ids("live", sid)
-    if not KEY_ID_RE.match(key_id):
+    if not is_token_id(key_id):
         raise _bad("malformed key id")
     ctx = request.app.state.ctx
     record = ctx.registry.get(sid) if ctx.registry else None
@@ -255,29 +253,41 @@ async def server_time() -> Response:
                              headers={"Cache-Control": NO_STORE})
 
 
+_EDGE_MEDIA_PATH = re.compile(r"^/(live|vod)/([^/]+)/([^/]+)/([^/]+)$")
+
+
 @router.get("/edge/authz", tags=["ops"], summary="Token check for the nginx edge (auth_request)",
-            status_code=200, responses={403: {"description": "Token or country refused"}})
+            status_code=200, responses={403: {"description": "Token or country refused, or a path that is not "
+                                                              "a canonical media path of a known stream"}})
 async def edge_authz(request: Request) -> Response:
-    """The edge asks before serving a cached object: it caches the verdict per (stream, token, country)."""
-    uri = request.headers.get("x-original-uri", "")
-    parts = urlsplit(uri)
-    segs = parts.path.split("/")
-    if len(segs) < 3 or segs[1] not in ("live", "vod", "keys") or not STREAM_ID_RE.match(segs[2]):
-        return Response(status_code=200, headers={"Cache-Control": "max-age=60"})
-    scope = "live" if segs[1] == "keys" else segs[1]
-    sid = segs[2]
+    """The edge asks before serving a cached object: it caches the verdict per (stream, token, country).
+
+    Fail closed (issue 13): only a canonical media path (`/live|vod/{id}/{rendition}/{object}`, every
+    part valid, no percent-escapes or dot segments) of a known stream with a valid token gets 200.
+    Anything else is 403, so a path the edge and the origin could read differently never opens a
+    cached object: the edge refuses non-canonical request paths before this check too. The token is
+    the one the edge sends in X-Playback-Token: the very string its verdict cache is keyed on."""
+    denied = Response(status_code=403, headers={"Cache-Control": "max-age=1"})
+    parts = urlsplit(request.headers.get("x-original-uri", ""))
+    m = _EDGE_MEDIA_PATH.fullmatch(parts.path)
+    if m is None:
+        return denied
+    scope, sid, rendition, name = m.groups()
+    if not (is_stream_id(sid) and is_rendition(rendition) and OBJECT_RE.fullmatch(name)):
+        return denied
     ctx = request.app.state.ctx
     if scope == "live" and (ctx.registry is None or ctx.registry.get(sid) is None):
-        return Response(status_code=200, headers={"Cache-Control": "max-age=1"})  # origin answers 404
-    token = (parse_qs(parts.query).get("token") or [None])[0]
+        return denied  # unknown (or not yet loaded) stream: never serve a cached object for it
+    # the token nginx keys the cached verdict on ($arg_token, undecoded), never one decoded here
+    token = request.headers.get("x-playback-token") or None
     scope_req = request.scope.copy()
-    scope_req["query_string"] = f"token={token}".encode() if token else b""
+    scope_req["query_string"] = urlencode({"token": token}).encode() if token else b""
     try:
         authorize(Request(scope_req, request.receive), scope, sid)
     except HTTPException as exc:
         if exc.status_code == 403:
             return Response(status_code=403, headers={"Cache-Control": "max-age=5"})
-        return Response(status_code=200, headers={"Cache-Control": "max-age=1"})
+        return denied
     ttl = 60
     if token:
         try:
@@ -299,7 +309,7 @@ class PlaylistFastPath:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        m = _LIVE_PLAYLIST.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
+        m = _LIVE_PLAYLIST.fullmatch(scope["path"]) if scope["type"] == "http" and scope["method"] == "GET" else None
         if m is None:
             await self.app(scope, receive, send)
             return

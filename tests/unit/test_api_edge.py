@@ -21,7 +21,9 @@ def test_compose_conf_is_generated() -> None:
 def test_rules_cache_media_by_path_and_playlists_by_full_uri() -> None:
     conf = render_http(listen="8080", origin="api:8000", cache_dir="/c", cache_max_size="1g", country="IN")
     media = conf.split(r"\.(m4s|mp4)$")[1].split("}")[0]
-    assert "proxy_cache_key $uri;" in media and "proxy_cache_lock on;" in media and "auth_request" in media
+    # keyed on the raw request path the token check reads too, never on nginx's decoded $uri (issue 13)
+    assert "proxy_cache_key $fl_path;" in media and "proxy_cache_lock on;" in media and "auth_request" in media
+    assert "if ($fl_noncanonical)" in conf and "location = /readyz" in conf
     playlists = conf.split(r"\.(m3u8|mpd)$")[1].split("}")[0]
     assert "proxy_cache_key $request_uri;" in playlists and "proxy_cache_lock on;" in playlists
     assert "proxy_cache_valid" not in playlists  # the origin's Cache-Control decides
