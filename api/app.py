@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,13 +20,13 @@ from typing import Any
 from confluent_kafka import Producer
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import metrics
 from api.beacons import BeaconSink, SessionRateLimiter
 from api.context import Context
+from api.cors import PlaybackCORS
 from api.hub import ManifestFollower, PlaylistHub
 from api.tokens import PlaybackSigner
 from floodlight.keystore import open_key_provider
@@ -59,9 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from api.origin import PlaylistFastPath
 
     app.add_middleware(PlaylistFastPath)  # innermost of ours: CORS and counting still apply
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()] or ["*"]
-    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-                       allow_headers=["*"], expose_headers=["ETag", "Retry-After", "Content-Length"])
+    app.add_middleware(PlaybackCORS, origins=settings.cors_origins)  # playback, player, beacons only
 
     @app.exception_handler(StoreError)
     async def _store_down(request: Request, exc: StoreError) -> JSONResponse:
@@ -194,12 +193,31 @@ def _readiness(ctx: Context) -> dict[str, str]:
         checks["kafka"] = f"unreachable: {exc}"
     checks["registry"] = "ok" if ctx.registry is not None and ctx.registry.caught_up else "catching up"
     checks["manifests"] = "ok" if ctx.follower is not None and ctx.follower.caught_up.is_set() else "catching up"
-    try:
-        assert ctx.store is not None
-        key = f"health/readyz-{os.getpid()}"
-        ctx.store.put(key, str(time.time()).encode(), content_type="text/plain")
-        ctx.store.delete(key)
-        checks["store"] = "ok"
-    except Exception as exc:  # noqa: BLE001
-        checks["store"] = f"not writable: {exc}"
+    checks["store"] = _store_writable(ctx)
     return checks
+
+
+STORE_PROBE_TTL_S = 30.0
+_store_probe: dict[int, tuple[float, str]] = {}  # id(store) -> (monotonic time of the write, verdict)
+_store_probe_lock = threading.Lock()
+
+
+def _store_writable(ctx: Context) -> str:
+    """Write-and-delete a probe object at most once per STORE_PROBE_TTL_S per store (issue 13: a probe
+    flood must not become a write flood); readiness answers from the last verdict in between."""
+    store = ctx.store
+    if store is None:
+        return "not open"
+    with _store_probe_lock:
+        hit = _store_probe.get(id(store))
+        if hit is not None and time.monotonic() - hit[0] < STORE_PROBE_TTL_S:
+            return hit[1]
+        try:
+            key = f"health/readyz-{os.getpid()}"
+            store.put(key, str(time.time()).encode(), content_type="text/plain")
+            store.delete(key)
+            verdict = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            verdict = f"not writable: {exc}"
+        _store_probe[id(store)] = (time.monotonic(), verdict)
+        return verdict

@@ -176,14 +176,17 @@ def build_record(settings: Any, body: StreamCreate) -> tuple[dict[str, Any], lis
     return record, shown
 
 
-@router.get("/api/v1/live/streams", summary="List streams",
+@router.get("/api/v1/live/streams", summary="List the streams the caller may watch (admin: all)",
             responses={200: {"content": {"application/json": {"example": {"streams": [STREAM_EXAMPLE]}}}}})
 async def list_streams(request: Request, status: Annotated[Literal["scheduled", "live", "ended"] | None,
                                                            Query()] = None) -> dict[str, Any]:
     ctx = _ctx(request)
     principal = principal_of(request)
     _ensure_ready(ctx)
-    views = [_view(ctx, r, principal) for r in sorted(ctx.registry.all(), key=lambda r: r["stream_id"])]
+    # only what the caller may watch (issue 13): anonymous callers see public streams, a signed-in viewer
+    # also non-premium ones and the premium ones they are entitled to; an admin sees every stream
+    records = [r for r in ctx.registry.all() if (principal is not None and principal.admin) or can_watch(r, principal)]
+    views = [_view(ctx, r, principal) for r in sorted(records, key=lambda r: r["stream_id"])]
     return {"streams": [v for v in views if status is None or v["status"] == status]}
 
 

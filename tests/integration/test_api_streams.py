@@ -10,6 +10,7 @@ import httpx
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from api import app as api_app
 from api.auth import mint_jwt
 from api.server import BackgroundServer
 from floodlight.kafka import consumer_config, make_producer
@@ -85,9 +86,11 @@ def test_create_get_list_read_your_writes_and_brief_shape(api: tuple[Settings, B
         # list + filter
         c.post("/api/v1/live/streams", json={"stream_id": "other", "title": "Other", "public": True}, headers=admin)
         listed = c.get("/api/v1/live/streams").json()["streams"]
-        assert [v["stream_id"] for v in listed] == ["ipl-final", "other"]
-        assert listed[0]["playback_url"] is None  # anonymous caller, not public
-        assert listed[1]["playback_url"].endswith("/live/other/master.m3u8")
+        assert [v["stream_id"] for v in listed] == ["other"]  # anonymous: public streams only (issue 13)
+        assert listed[0]["playback_url"].endswith("/live/other/master.m3u8")
+        listed = c.get("/api/v1/live/streams", headers=admin).json()["streams"]
+        assert [v["stream_id"] for v in listed] == ["ipl-final", "other"]  # an admin sees every stream
+        assert "token=" in listed[0]["playback_url"]
         assert [v["stream_id"] for v in c.get("/api/v1/live/streams", params={"status": "live"}).json()[
             "streams"]] == []
         assert c.get("/api/v1/live/streams", params={"status": "bogus"}).status_code == 422
@@ -195,6 +198,7 @@ def test_readyz_fails_when_the_store_is_not_writable(isolated: Settings, tmp_pat
         assert httpx.get(f"{srv.base_url}/readyz", timeout=20).status_code == 200
         shutil.rmtree(store_dir)
         store_dir.write_text("a file where the store directory was")  # every put now fails
+        api_app._store_probe.clear()  # as if STORE_PROBE_TTL_S had passed: the write probe runs once per TTL
         r = httpx.get(f"{srv.base_url}/readyz", timeout=20)
         assert r.status_code == 503 and r.json()["checks"]["store"].startswith("not writable")
         assert r.json()["checks"]["kafka"] == "ok"
