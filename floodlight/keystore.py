@@ -9,14 +9,15 @@ provider would implement the same two calls against a key server.
 from __future__ import annotations
 
 import os
-import re
 import secrets
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-_KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from floodlight.ids import is_stream_id, is_token_id
+
+KEY_FILE_BYTES = 32  # AES-128 key, then its IV
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class LocalKeyProvider(KeyProvider):
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _path(self, stream_id: str, key_id: str) -> Path:
-        if not _ID_RE.match(stream_id) or not _KID_RE.match(key_id):
+        if not is_stream_id(stream_id) or not is_token_id(key_id):
             raise ValueError("invalid stream or key id")
         return self.root / stream_id / f"{key_id}.key"
 
@@ -51,6 +52,8 @@ class LocalKeyProvider(KeyProvider):
         try:
             raw = self._path(stream_id, key_id).read_bytes()
         except (FileNotFoundError, ValueError):
+            return None
+        if len(raw) != KEY_FILE_BYTES:  # never a short key: files appear whole (see get_or_create)
             return None
         return ContentKey(stream_id, key_id, raw[:16], raw[16:32])
 
@@ -60,13 +63,23 @@ class LocalKeyProvider(KeyProvider):
             return existing
         path = self._path(stream_id, key_id)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        raw = secrets.token_bytes(32)
-        try:  # O_EXCL: two packagers racing agree on the first key written
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        raw = secrets.token_bytes(KEY_FILE_BYTES)
+        # Atomic (issue 13): the key is written and synced under a temporary name, then published
+        # with one link(2), so a reader sees no file or the whole key, never an empty or short one.
+        # link fails if the name exists, so two packagers racing still agree on the first key (a
+        # rename would let the second overwrite a key the first already encrypted with).
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key_id}.", suffix=".tmp")
+        try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
-        except FileExistsError:
-            pass
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
         key = self.get(stream_id, key_id)
         assert key is not None
         return key
