@@ -235,6 +235,9 @@ class ReplayResult:
     last_gop: int | None = None
     failures: list[str] = field(default_factory=list)
 
+    def count_failed(self) -> None:
+        self.failed += 1
+
     @property
     def speed(self) -> float:
         return self.media_seconds / self.wall_seconds if self.wall_seconds else 0.0
@@ -299,14 +302,13 @@ def run_replay(settings: Settings, stream_id: str, t1: int, t2: int, *, ladder: 
         started = time.monotonic()
         bar = _Progress(progress, asset)
         for p, offset, gop in _records(consumer, plan, stream_id, t1, t2,
-                                       on_skip=lambda: setattr(result, "failed", result.failed + 1)):
+                                       on_skip=result.count_failed):
             g = gop["gop_index"]
             dur_s = gop["duration"] * gop["time_base_num"] / gop["time_base_den"]
             if est_total is None:
                 est_total = max(1, round((t2 - t1) / 1000 / max(dur_s, 0.1)))
                 bar.start(est_total)
-            if pk.state.base_gop is None:
-                pk.state.base_gop = g  # the merge yields the smallest gop_index first: same base on resume
+            pk.state.msn_of(g)  # fixes msn 0 at the first GOP: the merge yields the smallest gop_index first
             if g in seen:
                 result.duplicates += 1
                 consumer.commit(offsets=[TopicPartition(plan.topic, p, offset + 1)], asynchronous=False)

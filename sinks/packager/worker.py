@@ -253,7 +253,7 @@ class PackagerWorker:
             if ended_check:
                 cfg = config_from_record(rec, self.settings)
                 if cfg != pkg.state.config:
-                    pkg.state.config = cfg
+                    pkg.state.reconfigure(cfg)
             if rec is None:
                 continue
             status = rec.get("status")
