@@ -15,8 +15,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 
 from api.auth import principal_of
 from api.context import Context
+from floodlight import ids
 from floodlight.analytics import MAX_RANGE_MS, AnalyticsClient, AnalyticsError
-from floodlight.registry import STREAM_ID_RE
 
 router = APIRouter(tags=["analytics"])
 DEFAULT_RANGE_MS = 3600 * 1000
@@ -72,7 +72,7 @@ async def stream_qoe(
         raise HTTPException(401, "bearer token required", headers={"WWW-Authenticate": "Bearer"})
     if not (principal.admin or "analyst" in principal.roles):
         raise HTTPException(403, "admin or analyst role required")
-    if not STREAM_ID_RE.match(stream_id):
+    if not ids.is_stream_id(stream_id):
         raise HTTPException(400, "invalid stream_id")
     from_ms, to_ms = resolve_range(from_, to, int(time.time() * 1000))
     registry = getattr(request.app.state.ctx, "registry", None)

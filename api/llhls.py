@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.errors import FloodlightError
 
-class BadBlockingRequest(ValueError):
+
+class BadBlockingRequest(FloodlightError, ValueError):
     """Malformed or out-of-range _HLS_* parameters: answered with 400."""
 
 

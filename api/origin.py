@@ -24,6 +24,7 @@ from api import metrics
 from api.llhls import BadBlockingRequest, BlockRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
 from api.rewrite import sign_mpd, sign_playlist
 from api.tokens import TokenError
+from floodlight import ids
 from floodlight.ids import is_rendition, is_stream_id, is_token_id
 from floodlight.objectstore import StoredObject, StoreError
 
@@ -297,7 +298,7 @@ async def edge_authz(request: Request) -> Response:
     return Response(status_code=200, headers={"Cache-Control": f"max-age={ttl}"})
 
 
-_LIVE_PLAYLIST = re.compile(r"^/live/([a-z0-9][a-z0-9-]{0,99})/([a-z0-9][a-z0-9_-]{0,31})/playlist\.m3u8$")
+_LIVE_PLAYLIST = re.compile(rf"^/live/({ids.STREAM_ID_PATTERN[1:-1]})/({ids.RENDITION_PATTERN[1:-1]})/playlist\.m3u8$")
 
 
 class PlaylistFastPath:

@@ -21,19 +21,20 @@ from api import metrics
 from api.auth import Principal, principal_of, require_admin
 from api.context import Context
 from api.shapes import status_of, stream_view
+from floodlight import ids
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.streamkeys import hash_stream_key, new_stream_key
 from schemas import codec
 
 log = logging.getLogger("api.streams")
 router = APIRouter(tags=["streams"])
-StreamId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$", examples=["ipl-2024-mi-vs-csk"])]
+StreamId = Annotated[str, Path(pattern=ids.STREAM_ID_PATTERN, examples=["ipl-2024-mi-vs-csk"])]
 READ_YOUR_WRITES_S = 10.0
 
 
 class Rung(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", examples=["720p"])
+    name: str = Field(pattern=ids.RENDITION_PATTERN, examples=["720p"])
     width: int = Field(ge=16, le=7680)
     height: int = Field(ge=16, le=4320)
     bitrate_kbps: int = Field(ge=50, le=100_000)
@@ -43,7 +44,7 @@ class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "stream_id": "ipl-2024-mi-vs-csk", "title": "MI vs CSK - IPL 2024", "category": "sports",
         "latency_mode": "low", "is_premium": True, "dvr_window_seconds": 7200}]})
-    stream_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")
+    stream_id: str = Field(pattern=ids.STREAM_ID_PATTERN)
     title: str = Field(min_length=1, max_length=200)
     description: str | None = Field(None, max_length=4000)
     category: str | None = Field(None, max_length=50)
@@ -64,7 +65,7 @@ class CueCreate(BaseModel):
     duration_s: float = Field(gt=0, le=3600)
     start: dt.datetime | None = Field(None, description="Requested start; default now (snapped to a segment).")
     splice_event_id: int | None = Field(None, ge=0, le=2**32 - 1)
-    cue_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    cue_id: str | None = Field(None, pattern=ids.TOKEN_ID_PATTERN)
     scte35_base64: str | None = Field(None, max_length=4096)
 
 

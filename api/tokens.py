@@ -14,12 +14,14 @@ import hmac
 import re
 import time
 
+from schemas.errors import FloodlightError
+
 _KID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _TOKEN_RE = re.compile(r"^([A-Za-z0-9_-]{1,32})\.([0-9]{1,12})\.([A-Za-z0-9_-]{22,64})$")
 SIG_LEN = 32  # base64url chars of the HMAC kept (192 bits)
 
 
-class TokenError(Exception):
+class TokenError(FloodlightError):
     """A playback token that does not open this subject: malformed, expired, unknown key, bad signature."""
 
 

@@ -15,6 +15,7 @@ import httpx
 
 from floodlight import clickhouse
 from floodlight.settings import Settings
+from schemas.errors import FloodlightError
 
 MAX_RANGE_MS = 31 * 24 * 3600 * 1000
 
@@ -45,7 +46,7 @@ WHERE stream_id = {stream_id:String} AND event_time >= now() - {window_s:UInt32}
 """
 
 
-class AnalyticsError(RuntimeError):
+class AnalyticsError(FloodlightError, RuntimeError):
     """The analytics store refused or could not answer (the message says why)."""
 
     def __init__(self, message: str, status: int = 502) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from floodlight.settings import Settings
+from schemas.errors import FloodlightError
 
 log = logging.getLogger("floodlight.clickhouse")
 
@@ -261,7 +262,7 @@ _READ_RE = re.compile(r"^\s*(SELECT|WITH)\b", re.I)
 _FORBIDDEN_RE = re.compile(r"\b(INTO\s+OUTFILE|SETTINGS|FORMAT)\b", re.I)
 
 
-class NotReadOnly(ValueError):
+class NotReadOnly(FloodlightError, ValueError):
     """The statement is not a single SELECT."""
 
 

@@ -21,6 +21,8 @@ TOKEN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 INGEST_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
 """Ingest agent ids ('primary', 'backup', 'venue-2')."""
 
+RESERVED_RENDITIONS = frozenset({"master", "mpd", "keys"})
+"""Names the packager keeps for its own objects beside the renditions."""
 AUDIO_RENDITION = "audio"
 """The one audio rendition every video rendition shares; not a valid name for a ladder rung."""
 
@@ -39,7 +41,7 @@ def is_stream_id(value: object) -> bool:
 
 
 def is_rendition(value: object) -> bool:
-    return isinstance(value, str) and _RENDITION.fullmatch(value) is not None
+    return isinstance(value, str) and _RENDITION.fullmatch(value) is not None and value not in RESERVED_RENDITIONS
 
 
 def is_rung_name(value: object) -> bool:
@@ -63,7 +65,7 @@ def check_stream_id(value: object, what: str = "stream id") -> str:
 
 def check_rendition(value: object, what: str = "rendition name") -> str:
     if not is_rendition(value):
-        raise InvalidId(f"invalid {what} {value!r}: use [a-z0-9][a-z0-9_-]{{0,31}}")
+        raise InvalidId(f"invalid {what} {value!r}: use [a-z0-9][a-z0-9_-]{{0,31}}, not {sorted(RESERVED_RENDITIONS)}")
     return value  # type: ignore[return-value]
 
 

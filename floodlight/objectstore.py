@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from schemas.errors import FloodlightError
+
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 
 CONTENT_TYPES = {
@@ -33,7 +35,7 @@ class StoreError(Exception):
     """The store could not complete an operation (full disk, network, permissions)."""
 
 
-class InvalidKey(ValueError):
+class InvalidKey(FloodlightError, ValueError):
     """A key that could escape the store or is not of our shape."""
 
 

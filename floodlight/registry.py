@@ -9,7 +9,6 @@ encryption, latency mode) and api all read the same records.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -17,13 +16,13 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from floodlight import ids
 from floodlight.follow import Follower, Record
 from floodlight.settings import Settings
 from schemas import codec
 
 log = logging.getLogger("floodlight.registry")
 
-STREAM_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 
 # The brief's ladder, highest first.
 DEFAULT_LADDER: list[dict[str, Any]] = [
@@ -36,8 +35,7 @@ DEFAULT_LADDER: list[dict[str, Any]] = [
 
 def new_stream_record(stream_id: str, title: str, **fields: Any) -> dict[str, Any]:
     """A complete StreamRecord with the schema's defaults; fields override."""
-    if not STREAM_ID_RE.match(stream_id):
-        raise ValueError(f"invalid stream_id {stream_id!r}: use [a-z0-9][a-z0-9-]{{0,99}}")
+    ids.check_stream_id(stream_id)
     now = int(time.time() * 1000)
     record: dict[str, Any] = {
         "stream_id": stream_id, "title": title, "description": None, "category": None,

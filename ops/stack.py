@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from floodlight.settings import ROOT, Settings, get_settings
+from schemas.errors import FloodlightError
 
 POM_DIR = ROOT / "compose" / "local" / "kafka"
 LIBS_DIR = ROOT / ".stack" / "kafka" / "libs"
@@ -39,7 +40,7 @@ logger.state.level = WARN
 """
 
 
-class StackError(RuntimeError):
+class StackError(FloodlightError, RuntimeError):
     pass
 
 

@@ -11,10 +11,13 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, TextIO
 
+from floodlight import ids
+from floodlight.kafka import MAX_MESSAGE_BYTES
 from floodlight.settings import Settings
 from producers.gop import h264
 from producers.gop.chunker import GopChunker
@@ -23,6 +26,7 @@ from producers.publish.publisher import GopPublisher
 from producers.publish.telemetry import IngestStats, StatusPrinter
 from producers.sources.dispatch import open_source
 from producers.sources.spec import SourceContext, parse_source
+from schemas.errors import FloodlightError
 
 log = logging.getLogger("producers.agent")
 GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # 4 s segments put HOLD-BACK (3x) past the 10 s target
@@ -45,7 +49,7 @@ class AgentConfig:
     buffer_seconds: float | None = None
 
 
-class AgentError(Exception):
+class AgentError(FloodlightError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
         self.code = code
@@ -62,14 +66,14 @@ class IngestAgent:
         self.chunker: GopChunker | None = None
         self.publisher: GopPublisher | None = None
         self.media_seconds = 0.0
-        self.refusals: list[str] = []
+        self.refusals: deque[str] = deque(maxlen=200)  # the latest reasons; a flood of refusals stays bounded
         self.source: Source | None = None
 
     # --- set-up -------------------------------------------------------------------------------
     def _load_record(self) -> None:
-        from floodlight.registry import STREAM_ID_RE, RegistryView
+        from floodlight.registry import RegistryView
 
-        if not STREAM_ID_RE.match(self.cfg.stream_id):
+        if not ids.is_stream_id(self.cfg.stream_id):
             raise AgentError(f"invalid stream id {self.cfg.stream_id!r}: use [a-z0-9][a-z0-9-]{{0,99}}", EXIT_USAGE)
         if not self.cfg.use_registry:
             return
@@ -96,7 +100,9 @@ class IngestAgent:
     def _source_context(self) -> SourceContext:
         return SourceContext(self.cfg.stream_id, self.cfg.ingest_id, self.stop, self.gop_seconds(),
                              self.cfg.preset or "ultrafast", normalize=self.cfg.normalize,
-                             duration=self.cfg.duration, record=self.record, on_bad_input=self._bad_input)
+                             duration=self.cfg.duration, record=self.record, on_bad_input=self._bad_input,
+                             max_connections=self.settings.ingest_max_connections,
+                             srt_passphrase=self.settings.ingest_srt_passphrase)
 
     def _bad_input(self, kind_or_reason: str, reason: str | None = None) -> None:
         kind = kind_or_reason if reason is not None else "unreadable"
@@ -171,9 +177,16 @@ class IngestAgent:
             self.cfg.stream_id, self.cfg.ingest_id, info.video, info.audio, info.time_base, info.audio_time_base,
             gop_ticks=gop_ticks, grid=info.produced_here, wrap_bits=info.wrap_bits,
             check_regular=not info.produced_here, idr_check=idr, on_event=self._on_event,
-            clock_ms=lambda: int(time.time() * 1000))
+            clock_ms=lambda: int(time.time() * 1000), max_gop_bytes=MAX_MESSAGE_BYTES,
+            max_gop_seconds=max(self.settings.ingest_max_gop_seconds, 1.5 * self.gop_seconds()))
 
     def _on_event(self, kind: str, info: dict[str, Any]) -> None:
+        if kind == "gop_dropped":  # over the size or duration cap (producers.gop.chunker): dead letter, go on
+            self.stats.bad_input(info["kind"])
+            log.error("GOP dropped: %s", info["reason"], extra={"stream_id": self.cfg.stream_id, **info})
+            if self.publisher is not None:
+                self.publisher.dead_letter_dropped(self.cfg.stream_id, info.get("gop_index"), info["reason"])
+            return
         if kind in ("discontinuity", "params_changed"):
             if kind == "discontinuity":
                 self.stats.discontinuity()
@@ -243,8 +256,8 @@ def _redact(src: str) -> str:
     """Never log a stream key: drop the last path element of rtmp URLs and SRT passphrases."""
     if src.startswith("rtmp://") and src.count("/") >= 4:
         return src.rsplit("/", 1)[0] + "/***"
-    if "passphrase=" in src:
+    if "passphrase=" in src or "streamid=" in src:
         import re
 
-        return re.sub(r"passphrase=[^&]*", "passphrase=***", src)
+        return re.sub(r"(passphrase|streamid)=[^&]*", r"\1=***", src)
     return src

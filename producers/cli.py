@@ -32,13 +32,14 @@ def ingest_cmd(
     import signal
     import threading
 
+    from floodlight import ids
     from floodlight.log import setup_logging
     from floodlight.metrics import serve_metrics
     from floodlight.settings import get_settings
     from producers.agent import AgentConfig, IngestAgent
 
-    if ingest_id not in ("primary", "backup") and not ingest_id.replace("-", "").isalnum():
-        raise typer.BadParameter("--ingest-id: primary, backup or another [a-z0-9-] name")
+    if not ids.is_ingest_id(ingest_id):
+        raise typer.BadParameter("--ingest-id: primary, backup or another [a-z0-9-] name of up to 32")
     s = get_settings()
     setup_logging("ingest", s.log_level, s.log_format)
     serve_metrics("ingest", s.metrics_port)

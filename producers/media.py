@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+from schemas.errors import FloodlightError
 
-class FeedProblem(ValueError):
+
+class FeedProblem(FloodlightError, ValueError):
     """The feed is not H.264 + AAC with closed, regular GOPs; the message names the problem."""
 
 
-class SourceError(RuntimeError):
+class SourceError(FloodlightError, RuntimeError):
     """The source cannot be opened or read at all (bad path, port busy, ...)."""
 
 

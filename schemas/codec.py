@@ -27,6 +27,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
+from schemas.errors import FloodlightError
+
 MARKER = b"\xc3\x01"
 HEADER_LEN = len(MARKER) + 8
 SCHEMA_DIR = Path(__file__).parent
@@ -42,7 +44,7 @@ RECORD_NAMES = (
 )
 
 
-class CodecError(ValueError):
+class CodecError(FloodlightError, ValueError):
     """Base class: the bytes are not a record we can read."""
 
 

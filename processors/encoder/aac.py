@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.errors import FloodlightError
+
 SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
-class AdtsError(ValueError):
+class AdtsError(FloodlightError, ValueError):
     """A packet that claims to be ADTS but is not a valid ADTS frame."""
 
 

@@ -11,11 +11,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from schemas.errors import FloodlightError
+
 CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"moof", b"traf", b"mvex", b"edts", b"dinf"}
 SAMPLE_ENTRY_SKIP = {b"avc1": 78, b"avc3": 78, b"hvc1": 78, b"hev1": 78, b"mp4a": 28}
 
 
-class BoxError(ValueError):
+class BoxError(FloodlightError, ValueError):
     """Bytes that are not a well-formed sequence of ISO-BMFF boxes."""
 
 

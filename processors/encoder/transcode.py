@@ -27,6 +27,7 @@ from av.video.reformatter import VideoReformatter
 
 from processors.encoder import aac, cmaf
 from processors.encoder.ladder import bitrates, select_rungs
+from schemas.errors import FloodlightError
 
 log = logging.getLogger("floodlight.encoder.transcode")
 VIDEO_TIMESCALE = 90000
@@ -35,7 +36,7 @@ QUEUE_DEPTH = 12  # decoded frames buffered per rung (shared, 3 MB each at 1080p
 _DONE = object()
 
 
-class TranscodeError(Exception):
+class TranscodeError(FloodlightError):
     """A GOP that cannot be turned into segments. error_class is 'decode', 'encode' or 'invalid'."""
 
     def __init__(self, reason: str, error_class: str) -> None:

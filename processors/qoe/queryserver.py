@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from uuid import UUID
 
+from floodlight import ids
 from floodlight.clickhouse import NotReadOnly
-from floodlight.registry import STREAM_ID_RE
 
 log = logging.getLogger("floodlight.qoe.http")
 MAX_BODY = 64 * 1024
@@ -58,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, {"ok": True})
         elif path.startswith("/viewers/"):
             stream_id = path[len("/viewers/"):]
-            if not STREAM_ID_RE.match(stream_id):
+            if not ids.is_stream_id(stream_id):
                 self._reply(400, {"error": "invalid stream_id"})
                 return
             self._reply(200, {"stream_id": stream_id, "viewers": self.service.viewer_count(stream_id),

@@ -19,11 +19,12 @@ from floodlight.kafka import MAX_MESSAGE_BYTES, dead_letter, make_producer
 from floodlight.partitioner import gop_partition
 from floodlight.settings import Settings
 from schemas import codec
+from schemas.errors import FloodlightError
 
 log = logging.getLogger("producers.publish.publisher")
 
 
-class PublishError(RuntimeError):
+class PublishError(FloodlightError, RuntimeError):
     """A GOP was not acknowledged by the broker."""
 
 
@@ -229,6 +230,17 @@ class GopPublisher:
             except KafkaException as exc:  # refused locally (size, config): never retried
                 self._dead_letter(gop, value, f"publish refused: {exc}", "publish")
                 return
+
+    def dead_letter_dropped(self, stream_id: str, gop_index: int | None, reason: str) -> None:
+        """A GOP the chunker dropped before it was whole (over the size or duration cap): a dead letter
+        with the reason and no bytes, beside the GOPs Kafka refused (`floodlight dlq list` shows both)."""
+        try:
+            dead_letter(self.producer, self.settings, None, reason=reason, error_class="oversized", stage="ingest",
+                        stream_id=stream_id, gop_index=gop_index, key=stream_id.encode())
+        except Exception as exc:  # noqa: BLE001 - the dlq is best effort; the stream goes on
+            log.error("dead letter failed", extra={"stream_id": stream_id, "error": str(exc)})
+        with self._cv:
+            self.dead_lettered += 1
 
     def _dead_letter(self, gop: dict[str, Any], value: bytes | None, reason: str, error_class: str) -> None:
         """A GOP Kafka will never take: record it on the dlq (bytes too, when they fit) and go on."""

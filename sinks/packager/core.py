@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from floodlight import ids
 from floodlight.keystore import KeyProvider
 from floodlight.objectstore import ObjectStore, etag_of
+from schemas.errors import FloodlightError
 from sinks.packager import encrypt, mpd, playlist
 from sinks.packager.reorder import Released, ReorderBuffer
 from sinks.packager.state import (
@@ -33,13 +34,9 @@ from sinks.packager.state import (
 
 log = logging.getLogger("floodlight.packager")
 
-RENDITION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-STREAM_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-PREFIX_RE = re.compile(r"^(live|vod|vod/[a-z0-9][a-z0-9-]{0,99})$")  # "vod": replay assets at vod/{asset}/
-RESERVED = {"master", "mpd", "keys"}
 
 
-class BadSegment(ValueError):
+class BadSegment(FloodlightError, ValueError):
     """A RenditionSegment the packager cannot list (goes to the DLQ with this reason)."""
 
 
@@ -71,12 +68,17 @@ def chunk_key(prefix: str, stream_id: str, rendition: str, n: int) -> str:
     return f"{checkpoint_dir(prefix, stream_id)}{rendition}/{n}.json"
 
 
+def _is_prefix(prefix: str) -> bool:
+    """Live streams under live/, VOD under vod/, replay assets at vod/{asset}/."""
+    return prefix in ("live", "vod") or (prefix.startswith("vod/") and ids.is_stream_id(prefix[4:]))
+
+
 def validate_segment(rec: dict[str, Any]) -> None:
     r = rec.get("rendition") or {}
     name = r.get("name", "")
-    if not STREAM_RE.match(rec.get("stream_id", "")):
+    if not ids.is_stream_id(rec.get("stream_id")):
         raise BadSegment(f"invalid stream_id {rec.get('stream_id')!r}")
-    if not RENDITION_RE.match(name) or name in RESERVED:
+    if not ids.is_rendition(name):
         raise BadSegment(f"invalid rendition name {name!r}")
     if rec.get("timescale", 0) <= 0 or rec.get("duration", 0) <= 0:
         raise BadSegment("timescale and duration must be positive")
@@ -94,7 +96,7 @@ class StreamPackager:
     def __init__(self, store: ObjectStore, state: StreamState, *, keys: KeyProvider | None = None,
                  gap_deadline_s: float = 3.0, on_manifest: ManifestHook | None = None,
                  write_mpd: bool = True, dvr_every_s: float = 4.0) -> None:
-        if not PREFIX_RE.match(state.prefix) or not STREAM_RE.match(state.stream_id):
+        if not _is_prefix(state.prefix) or not ids.is_stream_id(state.stream_id):
             raise ValueError(f"invalid prefix/stream {state.prefix!r}/{state.stream_id!r}")
         self.store = store
         self.state = state

@@ -67,3 +67,22 @@ def test_a_circle_inside_a_room_breaks_a_contract(tiny_house: Path) -> None:
     (tiny_house / "producers" / "b.py").write_text("from producers import a\n")
     result = _lint(tiny_house)
     assert result.returncode != 0 and "No import circles" in result.stdout
+
+
+def test_every_error_of_ours_has_the_one_root() -> None:
+    """Catching FloodlightError catches anything the project raises on purpose."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from schemas.errors import FloodlightError
+
+    stray = []
+    for pkg in ("schemas", "floodlight", "producers", "processors", "sinks", "api", "ops"):
+        root = importlib.import_module(pkg)
+        for info in pkgutil.walk_packages(root.__path__, prefix=f"{pkg}."):
+            module = importlib.import_module(info.name)
+            for name, obj in inspect.getmembers(module, inspect.isclass):
+                if obj.__module__ == info.name and issubclass(obj, Exception) and not issubclass(obj, FloodlightError):
+                    stray.append(f"{info.name}.{name}")
+    assert stray == []
