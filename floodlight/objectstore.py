@@ -31,7 +31,7 @@ CONTENT_TYPES = {
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-class StoreError(Exception):
+class StoreError(FloodlightError):
     """The store could not complete an operation (full disk, network, permissions)."""
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.errors import FloodlightError
+
 log = logging.getLogger("producers.sources.rtmpgate")
 
 HANDSHAKE_C0C1 = 1 + 1536
@@ -26,7 +28,7 @@ HANDSHAKE_C2 = 1536
 KEY_COMMANDS = ("releaseStream", "FCPublish", "publish")
 
 
-class RtmpRefused(Exception):
+class RtmpRefused(FloodlightError, ConnectionError):
     pass
 
 
