@@ -57,32 +57,31 @@ def is_ingest_id(value: object) -> bool:
     return isinstance(value, str) and _INGEST_ID.fullmatch(value) is not None
 
 
-def check_stream_id(value: object, what: str = "stream id") -> str:
-    if not is_stream_id(value):
-        raise InvalidId(f"invalid {what} {value!r}: use [a-z0-9][a-z0-9-]{{0,99}}")
+def _checked(ok: bool, value: object, message: str) -> str:
+    if not ok:
+        raise InvalidId(message)
     return value  # type: ignore[return-value]
+
+
+def check_stream_id(value: object, what: str = "stream id") -> str:
+    return _checked(is_stream_id(value), value, f"invalid {what} {value!r}: use [a-z0-9][a-z0-9-]{{0,99}}")
 
 
 def check_rendition(value: object, what: str = "rendition name") -> str:
-    if not is_rendition(value):
-        raise InvalidId(f"invalid {what} {value!r}: use [a-z0-9][a-z0-9_-]{{0,31}}, not {sorted(RESERVED_RENDITIONS)}")
-    return value  # type: ignore[return-value]
+    return _checked(is_rendition(value), value,
+                    f"invalid {what} {value!r}: use [a-z0-9][a-z0-9_-]{{0,31}}, not {sorted(RESERVED_RENDITIONS)}")
 
 
 def check_rung_name(value: object) -> str:
     check_rendition(value, "ladder rung name")
-    if value == AUDIO_RENDITION:
-        raise InvalidId(f"ladder rung name {AUDIO_RENDITION!r} is reserved for the audio rendition")
-    return value  # type: ignore[return-value]
+    return _checked(value != AUDIO_RENDITION, value,
+                    f"ladder rung name {AUDIO_RENDITION!r} is reserved for the audio rendition")
 
 
 def check_token_id(value: object, what: str = "id") -> str:
-    if not is_token_id(value):
-        raise InvalidId(f"invalid {what} {value!r}: use [A-Za-z0-9_-]{{1,64}}")
-    return value  # type: ignore[return-value]
+    return _checked(is_token_id(value), value, f"invalid {what} {value!r}: use [A-Za-z0-9_-]{{1,64}}")
 
 
 def check_ingest_id(value: object) -> str:
-    if not is_ingest_id(value):
-        raise InvalidId(f"invalid ingest id {value!r}: primary, backup or another [a-z0-9-] name of up to 32")
-    return value  # type: ignore[return-value]
+    return _checked(is_ingest_id(value), value,
+                    f"invalid ingest id {value!r}: primary, backup or another [a-z0-9-] name of up to 32")
