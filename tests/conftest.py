@@ -1,14 +1,59 @@
-"""Shared fixtures: the real local broker (started by ./run test) and isolated topic prefixes."""
+"""Shared fixtures: the real local broker (started by ./run test) and isolated topic prefixes; and
+`require_tool`, the one place a test says it needs something from outside Python."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from floodlight.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+APT_STEP = "./run setup installs it via apt (APT_PACKAGES in ./run)"
+
+# tool -> (is it here?, the install step that should have provided it)
+TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
+    "chromium": (lambda: Path(os.environ.get("FLOODLIGHT_CHROMIUM") or "/usr/bin/chromium").is_file(), APT_STEP),
+    "nginx": (lambda: bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")), APT_STEP),
+    "ffmpeg": (lambda: shutil.which("ffmpeg") is not None, APT_STEP),
+    "node": (lambda: shutil.which("node") is not None,
+             "Node 20+ is a prerequisite of ./run setup (README), like Java; the CI image must provide it"),
+    "playwright-core": (lambda: (ROOT / "node_modules" / "playwright-core").is_dir(),
+                        "./run setup installs it with npm ci (package.json)"),
+    "tmpfs mount": (lambda: os.geteuid() == 0,
+                    "the chaos suite mounts a small tmpfs: .ci/run must run ./run test as root (CAP_SYS_ADMIN)"),
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_tool(tool: str, present: bool | None = None) -> None:
+    """Call where a test needs `tool` (a key of TOOLS); `present` overrides the probe. When it is missing
+    the test skips on a workstation, but under CI=true (.ci/run) it FAILS naming the install step that
+    should have provided it: CI never passes by skipping what it was meant to test."""
+    probe, step = TOOLS[tool]
+    if present is None:
+        present = probe()
+    if present:
+        return
+    message = f"{tool} missing: {step}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a missing tool fails the run)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser_tools() -> None:
+    """The browser tests' tools (tests/e2e/harness.mjs drives chromium through playwright-core on node)."""
+    for tool in ("node", "chromium", "playwright-core"):
+        require_tool(tool)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

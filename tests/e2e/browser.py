@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 HARNESS = Path(__file__).resolve().parent / "harness.mjs"
 ROOT = HARNESS.parents[2]
-CHROMIUM = "/usr/bin/chromium"
-
-
-def browser_missing() -> str | None:
-    """Why the browser tests cannot run here, or None. (./run set-up installs all three.)"""
-    if not shutil.which("node"):
-        return "node is not installed"
-    if not Path(CHROMIUM).exists():
-        return f"{CHROMIUM} is not installed (apt-get install chromium)"
-    if not (ROOT / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core is not installed (npm ci)"
-    return None
+# Whether node, chromium and playwright-core are here: the `browser_tools` fixture (tests/conftest.py).
 
 
 def run_browser(steps: list[dict[str, Any]], timeout_s: float = 240) -> dict[str, Any]:

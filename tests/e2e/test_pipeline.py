@@ -25,11 +25,11 @@ import pytest
 
 from floodlight.settings import Settings
 from ops.demo import demo_settings, port_free, settings_env
-from tests.e2e.browser import browser_missing, run_browser, step, summary
+from tests.e2e.browser import run_browser, step, summary
 from tests.e2e.static_origin import free_port
 from tests.support import wait_until
 
-pytestmark = pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "")
+pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
 LEVEL = "(window.floodlight.currentLevel || {}).name"
 VIDEO_T = "document.querySelector('video').currentTime"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.browser import browser_missing, run_browser, step, summary
+from tests.e2e.browser import run_browser, step, summary
 from tests.e2e.static_origin import static_origin
 
-pytestmark = pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "")
+pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
 LEVEL = "(window.floodlight.currentLevel || {}).name"
 VIDEO_T = "document.querySelector('video').currentTime"

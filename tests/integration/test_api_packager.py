@@ -4,14 +4,12 @@ real ManifestUpdates on the real broker, signed URLs followed by ffmpeg as a pla
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import time
 from typing import Any
 
 import httpx
 import m3u8
-import pytest
 
 from api.server import BackgroundServer
 from floodlight.kafka import make_producer
@@ -19,6 +17,7 @@ from floodlight.objectstore import open_store
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.settings import Settings
 from schemas import codec
+from tests.conftest import require_tool
 from tests.support import wait_until
 
 LADDER = [{"name": "144p", "width": 256, "height": 144, "bitrate_kbps": 150}]
@@ -82,8 +81,7 @@ def test_packager_output_through_the_api(isolated: Settings, tmp_path: Any) -> N
         assert f"{last + 1}.m4s?token={token}" in r.text
 
         # ffmpeg, as a player, follows the signed URIs from the master playlist down to the media
-        if shutil.which("ffmpeg") is None:
-            pytest.skip("ffmpeg not installed")
+        require_tool("ffmpeg")
         res = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-i",
                               f"{srv.base_url}/live/{SID}/master.m3u8?token={token}", "-t", "2", "-f", "null", "-"],
                              capture_output=True, text=True, timeout=60)

@@ -22,9 +22,9 @@ from floodlight.keystore import open_key_provider
 from floodlight.objectstore import DirectoryStore
 from sinks.packager.core import StreamPackager
 from sinks.packager.state import StreamConfig
-from tests.e2e.browser import browser_missing, run_browser, summary
+from tests.e2e.browser import run_browser, summary
 
-pytestmark = pytest.mark.skipif(bool(browser_missing()), reason=browser_missing() or "")
+pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
 NM = Path(__file__).resolve().parents[2] / "node_modules"
 LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 800},

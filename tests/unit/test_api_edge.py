@@ -5,12 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from api.edge import compose_conf, nginx_binary, prepare, render_http
 from api.shapes import status_of, stream_view
 from floodlight.registry import new_stream_record
 from floodlight.settings import ROOT, Settings
+from tests.conftest import require_tool
 
 
 def test_compose_conf_is_generated() -> None:
@@ -31,10 +30,8 @@ def test_rules_cache_media_by_path_and_playlists_by_full_uri() -> None:
 
 
 def test_nginx_accepts_the_local_config(tmp_path: Path) -> None:
-    try:
-        nginx = nginx_binary()
-    except FileNotFoundError:
-        pytest.skip("nginx not installed")
+    require_tool("nginx")
+    nginx = nginx_binary()
     prefix, conf = prepare(Settings(), port=18080, origin="127.0.0.1:18000", prefix=tmp_path / "edge")
     res = subprocess.run([nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"), "-t"],
                          capture_output=True, text=True)
