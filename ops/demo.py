@@ -358,27 +358,33 @@ class StatusCollector:
     def _run(self) -> None:
         """Once a second: high watermarks and committed offsets -> GOP count, rate and lag per stage."""
         from confluent_kafka import Consumer
-        from confluent_kafka.admin import AdminClient
 
         from floodlight.kafka import consumer_config
 
         s = self.settings
         consumer = Consumer(consumer_config(s, group_id=f"{s.topic_prefix}demo-status", log_level=0))
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
+        # Committed offsets are read through a consumer of each group (never subscribed, so it never joins):
+        # AdminClient.list_consumer_group_offsets segfaults in librdkafka 2.16 when the group coordinator is not
+        # ready yet (NOT_COORDINATOR on a fresh broker: confluent-kafka-python#1982, librdkafka#5040).
+        readers: dict[str, Any] = {}
         md = None
         try:
             while not self._stop.is_set():
                 try:
                     md = md or consumer.list_topics(timeout=5)
-                    self._poll_offsets(consumer, admin, md)
+                    self._poll_offsets(consumer, readers, md)
                 except Exception:  # noqa: BLE001 - the table shows '-' until the broker answers
                     pass
                 self._stop.wait(1.0)
         finally:
             consumer.close()
+            for reader in readers.values():
+                reader.close()
 
-    def _poll_offsets(self, consumer: Any, admin: Any, md: Any) -> None:
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    def _poll_offsets(self, consumer: Any, readers: dict[str, Any], md: Any) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        from floodlight.kafka import consumer_config
 
         s = self.settings
 
@@ -396,9 +402,11 @@ class StatusCollector:
         for stage, (group, short, hi) in stages.items():
             hi = hi if hi is not None else highs(short)
             try:
-                fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group]
-                committed = {tp.partition: tp.offset for tp in fut.result(timeout=3).topic_partitions
-                             if tp.topic == s.topic(short)}
+                if group not in readers:
+                    readers[group] = Consumer(consumer_config(s, group_id=group, log_level=0))
+                parts = [TopicPartition(s.topic(short), p) for p in hi]
+                got = readers[group].committed(parts, timeout=3) if parts else []
+                committed = {tp.partition: tp.offset for tp in got}
             except Exception:  # noqa: BLE001 - group not there yet
                 committed = {}
             lag[stage] = sum(max(0, h - max(0, committed.get(p, 0))) for p, h in hi.items())

@@ -70,16 +70,21 @@ def base_settings() -> Settings:
 
 
 @pytest.fixture(scope="session")
-def broker(base_settings: Settings) -> Settings:
-    """The real Kafka broker; ./run test starts it, a bare pytest run starts it too."""
+def broker(base_settings: Settings) -> Iterator[Settings]:
+    """The real Kafka broker; ./run test starts it, a bare pytest run starts it too, and then stops it
+    at the end of the session (a broker that was already up is left running)."""
     from floodlight.kafka import wait_for_broker
     from ops import stack
 
+    started = False
     try:
         wait_for_broker(base_settings, 3)
     except TimeoutError:
         stack.up(base_settings)
-    return base_settings
+        started = True
+    yield base_settings
+    if started:
+        stack.down(base_settings)
 
 
 @pytest.fixture
