@@ -13,7 +13,9 @@ The stage shares come from the records' own timestamps, joined per GOP:
   player buffer the rest: loaded -> shown
 
 Anchor: one GOP duration, the floor for whole-GOP transport (a segment cannot leave the venue before
-its last frame is captured); the ratio says how many GOP durations the glass-to-glass p50 costs.
+its last frame is captured); the ratio says how many GOP durations the glass-to-glass p50 costs. The GOP
+is the ingest's own default for the mode (producers.agent.GOP_SECONDS_BY_MODE, what the demo runs);
+the report also shows the segment duration measured on the run, and says so if the two differ.
 
     .venv/bin/python -m bench.latency [--seconds 60] [--modes low,standard] [--source testsrc:1920x1080@30]
                                       [--ladder default] [--encoders 2]
@@ -46,7 +48,13 @@ from tests.e2e.static_origin import free_port
 
 STAGES = ("accumulation", "kafka", "transcode", "packaging", "delivery", "player buffer")
 TARGET_P95_MS = {"low": 3000, "standard": 10000}
-GOP_S = {"low": 1.0, "standard": 4.0}
+
+
+def mode_gop_seconds(mode: str) -> float:
+    """The GOP the ingest uses by default in this latency mode (no --gop-seconds: what the demo runs)."""
+    from producers.agent import GOP_SECONDS_BY_MODE
+
+    return GOP_SECONDS_BY_MODE[mode.upper()]
 WARMUP_S = 8.0
 
 
@@ -204,7 +212,9 @@ def run_mode(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             "max_ms": max(g2g) if g2g else float("nan"), "stalls": data["stalls"], "resyncs": data["resyncs"],
             "errors": data["errors"],
             "stages_ms": stages, "server_control": control, "target_p95_ms": TARGET_P95_MS[mode],
-            "anchor_gop_ms": GOP_S[mode] * 1000}
+            "anchor_gop_ms": mode_gop_seconds(mode) * 1000,
+            "measured_segment_ms": statistics.median(r["duration"] * 1000 / r["timescale"] for r in segments)
+            if segments else float("nan")}
 
 
 def _stop_demo(proc: subprocess.Popen) -> None:
@@ -236,8 +246,12 @@ def report(r: dict[str, Any]) -> str:
     lines = [f"{r['mode']:9} glass-to-glass p50 {r['p50_ms'] / 1000:.2f} s  p95 {r['p95_ms'] / 1000:.2f} s  "
              f"(target p95 < {r['target_p95_ms'] / 1000:.0f} s: {ok})"
              f"  samples {r['samples']}  stalls {r['stalls']}  resyncs {r['resyncs']}  rendition {r['rendition']}",
-             f"          ratio p50 / anchor (one GOP, {r['anchor_gop_ms'] / 1000:.0f} s) = "
+             f"          ratio p50 / anchor (one GOP, {r['anchor_gop_ms'] / 1000:g} s, the mode's default; "
+             f"segments measured {r['measured_segment_ms'] / 1000:.2f} s) = "
              f"{r['p50_ms'] / r['anchor_gop_ms']:.2f}x   {r['server_control']}"]
+    if abs(r["measured_segment_ms"] - r["anchor_gop_ms"]) > 0.05 * r["anchor_gop_ms"]:
+        lines.append(f"          WARNING: the run's segments ({r['measured_segment_ms'] / 1000:.2f} s) are not the "
+                     f"mode's default GOP ({r['anchor_gop_ms'] / 1000:g} s): was --gop-seconds given?")
     st = r["stages_ms"]
     total = r["p50_ms"] or 1
     lines.append("          " + "  ".join(f"{k} {st[k] / 1000:.2f} s ({100 * st[k] / total:.0f}%)" for k in STAGES)
