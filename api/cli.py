@@ -35,9 +35,9 @@ def api_cmd(host: Annotated[str | None, typer.Option(help="bind address")] = Non
 
 
 def edge_cmd(port: Annotated[int | None, typer.Option(help="edge port (default FLOODLIGHT_EDGE_PORT)")] = None,
-             origin: Annotated[str | None, typer.Option(help="origin host:port (default the api)")] = None,
+             origin: Annotated[str | None, typer.Option(help="origin host:port[,...] (default the api)")] = None,
              host: Annotated[str, typer.Option(help="address the edge listens on")] = "127.0.0.1") -> None:
-    """Run nginx in front of the api (config generated under FLOODLIGHT_STACK_DIR/edge).
+    """Run the Varnish edge in front of the api process(es) (VCL generated under FLOODLIGHT_STACK_DIR/edge).
     Refuses (exit 2) a non-loopback address while FLOODLIGHT_JWT_SECRET or FLOODLIGHT_PLAYBACK_KEYS is the default."""
     from api.edge import run_edge
     from floodlight.log import setup_logging

@@ -1,22 +1,39 @@
-"""The nginx edge in front of the api origin (DESIGN §8): config generation and a local runner.
+"""The Varnish edge in front of the api origin(s) (DESIGN §8): VCL generation and a local runner.
+
+Why Varnish and not nginx (issue 14): LL-HLS puts thousands of identical requests on an object that
+does not exist yet - the next part, the playlist that will list it. An edge must send one of them to
+the origin and answer all the others the moment that one answer arrives. nginx's `proxy_cache_lock`
+does send one, but re-checks the lock of every waiter on a 500 ms timer, so a coalesced herd is
+released up to half a second late (a plain hls.js page played 6.5 s behind through it vs 3.1 s
+straight to the api), and `proxy_cache_use_stale updating` answered blocking requests with copies
+that did not hold the part asked for. Varnish parks coalesced requests on the object's waiting list
+and reschedules them when the fetch delivers its headers: event-driven, no poll. Apache Traffic
+Server's read-while-writer polls too (`open_read_retry_time`).
 
 What the edge does, in order of importance:
-- caches immutable media (init, segments, parts) keyed by path, so every viewer of a segment shares
-  one origin fetch; concurrent misses are coalesced with proxy_cache_lock (the herd costs one request);
-- checks the playback token of every media request through auth_request against the api's
-  /edge/authz, caching the verdict per (stream, token, country) so the check costs the origin one
-  request per viewer token per minute, not one per segment;
-- caches playlists keyed by the full URI (`_HLS_msn/_HLS_part/_HLS_skip` and token included) for as
-  long as the origin's Cache-Control says (max-age=1), and coalesces identical blocking requests;
+- one cache object per request path for immutable media (init, segments, parts) whatever the token,
+  so every viewer of a segment shares one origin fetch; a request for the hinted next part waits on
+  the waiting list of the one fetch the origin holds until the part exists;
+- playlists and MPDs keyed by the full URI (`_HLS_msn/_HLS_part/_HLS_skip` and token included) for
+  the origin's max-age, never served past it (no grace): a blocking request is answered only by the
+  origin's answer to that very request, which the origin gives only once the part is listed; far-ahead
+  requests get the origin's 400; holds that time out get its 503 (both kept a moment so the coalesced
+  waiters get them too, not a refetch each);
+- checks the playback token of every media request, cache hits included: a first pass asks the api's
+  /edge/authz (X-Original-URI, X-Playback-Token) and caches the verdict per (stream, token, country)
+  for the max-age the api gives (<= 60 s, 403 for 5 s); only a 200 lets the request restart as the
+  media request it was. The token is the raw first `token=` argument: the verdict's cache key and the
+  header the api checks are that one string;
 - stamps the trusted country header, overwriting whatever the client sent;
 - refuses (400) any request whose path is not already canonical - percent-escapes, doubled slashes,
-  dot segments, a fragment - so the token check, the media cache key and the origin all see one
-  string: nginx would otherwise match locations and key the cache on its decoded, normalised `$uri`
-  while the check reads the raw `$request_uri` (issue 13: `/live/%70rem/...` got a premium segment);
-- keeps operator endpoints (/metrics, /readyz, /edge/) off the public side.
+  dot segments, a fragment, the absolute form - so the token check, the media cache key and the
+  origin all see one string (issue 13);
+- keeps operator endpoints (/metrics, /readyz, /edge/) off the public side (404);
+- balances over one or more api processes (round robin; a connection refused retries on the next),
+  every one of which follows floodlight.manifests, so any of them can answer any request.
 
-`render_http(...)` is the http-context part (also compose/nginx/edge.conf, mounted as
-conf.d/default.conf); `render_main(...)` wraps it for a standalone nginx run as a child process.
+`render_vcl(...)` is the whole configuration (also compose/varnish/edge.vcl); `start_edge` runs
+varnishd in the foreground as a child process with its own working directory, port and storage.
 """
 
 from __future__ import annotations
@@ -27,229 +44,306 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from floodlight.settings import Settings, refuse_default_secrets
 
 log = logging.getLogger("api.edge")
-LOCK_TIMEOUT_S = 30  # longer than any blocking hold (3 x 4 s target duration)
+FIRST_BYTE_TIMEOUT_S = 75  # longer than any blocking hold (3 x 4 s target duration; benches hold 60 s)
+ERROR_TTL = "0.5s"  # 400/503 answers to blocking requests: long enough for the coalesced waiters only
+
+# varnishd run-time parameters: a herd of thousands parked on one object is woken in one go
+# (rush_exponent: waiters rescheduled per completed request; with the default 3 a herd of 2,000 is
+# released in ~7 generations), with worker threads ready for it and a deep accept queue
+PARAMS = {
+    "rush_exponent": "512",
+    "thread_pools": "2",
+    "thread_pool_min": "200",
+    "thread_pool_max": "5000",
+    "listen_depth": "4096",
+    "timeout_idle": "30",
+    "http_gzip_support": "off",  # the origin sends nothing compressible enough to matter; bodies pass as they are
+    "max_restarts": "2",
+}
+
+_MEDIA = r"^/(live|vod)/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*\.(m4s|mp4)(\?|$)"
+_DOCUMENT = r"^[^?]*\.(m3u8|mpd)(\?|$)"
+# a path nginx/browsers would decode or normalise, or one not in origin form: percent-escapes, doubled
+# slashes, dot segments, a fragment (players never send them for our paths)
+_NONCANONICAL = r"^[^?]*(%|//|/\.\.?(/|\?|$)|#)"
+# the first `token=` argument, raw (undecoded): what the verdict is keyed on and what the api checks
+_TOKEN = r"^[^?]*\?(?:[^&]*&)*?token=([^&#]*).*$"
 
 
-def render_http(*, listen: str, origin: str, cache_dir: str, cache_max_size: str, country: str,
-                geo_header: str = "X-Country-Code", temp_dir: str | None = None) -> str:
-    """http-context configuration of the edge."""
-    temps = ""
-    if temp_dir:
-        temps = "".join(f"{d}_temp_path {temp_dir}/{d};\n" for d in
-                        ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""# Floodlight edge (generated by api/edge.py; do not edit by hand)
-{temps}proxy_cache_path {cache_dir}/media levels=1:2 keys_zone=fl_media:64m max_size={cache_max_size}
-    inactive=10m use_temp_path=off;
-proxy_cache_path {cache_dir}/authz levels=1 keys_zone=fl_authz:16m max_size=256m inactive=2m use_temp_path=off;
+def _split(origin: str) -> tuple[str, str]:
+    host, _, port = origin.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", port
 
-upstream fl_origin {{
-  server {origin};
-  keepalive 128;
+
+def render_vcl(*, origins: list[str], country: str, geo_header: str = "X-Country-Code") -> str:
+    """The edge's VCL for varnishd 7.x: backends `origins` ("host:port", one per api process)."""
+    if not origins:
+        raise ValueError("the edge needs at least one origin")
+    backends = "\n".join(f"""backend fl_api{i} {{
+  .host = "{host}";
+  .port = "{port}";
+  .connect_timeout = 2s;
+  .first_byte_timeout = {FIRST_BYTE_TIMEOUT_S}s;
+  .between_bytes_timeout = 60s;
+}}""" for i, (host, port) in enumerate(map(_split, origins)))
+    adds = "\n".join(f"  fl_origin.add_backend(fl_api{i});" for i in range(len(origins)))
+    return f"""vcl 4.1;
+# Floodlight edge (generated by api/edge.py; do not edit by hand)
+import directors;
+
+{backends}
+
+sub vcl_init {{
+  new fl_origin = directors.round_robin();
+{adds}
 }}
 
-# stream (or VOD asset) a request belongs to: the unit the playback token is bound to
-map $request_uri $fl_subject {{
-  ~^/(live|vod|keys)/([a-z0-9][a-z0-9-]*)/ $1/$2;
-  default "";
-}}
-
-# the request path exactly as the client sent it (no query): the token check, the media cache key
-# and the origin all read this one string
-map $request_uri $fl_path {{
-  "~^(?<fl_raw_path>[^?]*)" $fl_raw_path;
-}}
-
-# a path nginx would decode or normalise before matching locations ($uri) is not served: percent-
-# escapes, doubled slashes, dot segments, a fragment (players never send them for our paths)
-map $fl_path $fl_noncanonical {{
-  "~(%|//|/\\.\\.?(/|$)|#)" 1;
-  default 0;
-}}
-
-server {{
-  listen {listen} backlog=4096;
-  proxy_http_version 1.1;
-  proxy_set_header Connection "";
-  proxy_set_header Host $host;
-  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+sub vcl_recv {{
+  if (req.restarts == 0) {{
+    # headers only the edge may set
+    unset req.http.X-Fl-Authorized;
+    unset req.http.X-Fl-Media;
+    unset req.http.X-Fl-Key;
+    unset req.http.X-Original-URI;
+    unset req.http.X-Playback-Token;
+    # refuse any path that is not already canonical, so the check, the key and the origin read one string
+    if (req.url !~ "^/" || req.url ~ "{_NONCANONICAL}") {{
+      return (synth(400, "Bad Request"));
+    }}
+    # operator endpoints stay on the origin's private address
+    if (req.url ~ "^/(metrics|readyz)(\\?|$)" || req.url ~ "^/edge/") {{
+      return (synth(404, "Not Found"));
+    }}
+  }}
   # trusted country header: the edge decides it, never the client
-  proxy_set_header {geo_header} "{country}";
-  proxy_read_timeout 60s;
-  proxy_buffers 16 64k;
-  add_header X-Edge-Cache $upstream_cache_status always;
-
-  if ($fl_noncanonical) {{
-    return 400;
+  set req.http.{geo_header} = "{country}";
+  set req.backend_hint = fl_origin.backend();
+  if (req.method != "GET" && req.method != "HEAD") {{
+    return (pass);
   }}
-
-  # token verdicts, cached per (stream, token, country) for the max-age the api gives (<= 60 s)
-  location = /_fl_authz {{
-    internal;
-    proxy_pass http://fl_origin/edge/authz;
-    proxy_pass_request_body off;
-    proxy_set_header Content-Length "";
-    proxy_set_header X-Original-URI $request_uri;
-    # the token exactly as nginx read it for the verdict's cache key (a check that decoded the query
-    # itself could pass `?%74oken=` and cache that verdict for requests with no token at all)
-    proxy_set_header X-Playback-Token $fl_token;
-    proxy_cache fl_authz;
-    proxy_cache_key "$fl_subject|$fl_token|{country}";
-    proxy_cache_valid 200 60s;
-    proxy_cache_valid 403 5s;
+  if (req.url ~ "{_MEDIA}") {{
+    unset req.http.Cookie;
+    if (req.http.X-Fl-Authorized != "1") {{
+      # first pass: the token verdict for (stream, token, country), cached; vcl_deliver restarts on a 200
+      set req.http.X-Fl-Media = req.url;
+      set req.http.X-Original-URI = req.url;
+      set req.http.X-Playback-Token = "";
+      if (req.url ~ "[?&]token=") {{
+        set req.http.X-Playback-Token = regsub(req.url, "{_TOKEN}", "\\1");
+      }}
+      set req.http.X-Fl-Key = "authz|" + regsub(req.url, "^/(live|vod)/([a-z0-9][a-z0-9-]*)/.*$", "\\1/\\2")
+        + "|" + req.http.X-Playback-Token + "|{country}";
+      set req.url = "/edge/authz";
+      return (hash);
+    }}
+    # immutable media: one object per path whatever the token (the token was checked above)
+    set req.http.X-Fl-Key = "media|" + regsub(req.url, "\\?.*$", "");
+    return (hash);
   }}
-
-  # immutable media: one cache entry per object whatever the token; every request still has its token checked
-  location ~ ^/(live|vod)/[a-z0-9][a-z0-9-]*/[a-z0-9][a-z0-9_-]*/[A-Za-z0-9][A-Za-z0-9_.-]*\\.(m4s|mp4)$ {{
-    set $fl_token $arg_token;
-    auth_request /_fl_authz;
-    proxy_pass http://fl_origin;
-    proxy_cache fl_media;
-    proxy_cache_key $fl_path;
-    proxy_cache_lock on;
-    proxy_cache_lock_timeout {LOCK_TIMEOUT_S}s;
-    proxy_cache_lock_age {LOCK_TIMEOUT_S}s;
-    proxy_cache_valid 404 1s;
+  if (req.url ~ "{_DOCUMENT}") {{
+    unset req.http.Cookie;
+    unset req.http.X-Fl-Key;
+    return (hash);  # keyed by the full URI: _HLS_* and token included
   }}
-
-  # playlists and MPDs: the full URI is the key (_HLS_* and token included); the origin's
-  # Cache-Control (max-age=1) decides how long; identical blocking requests wait on one origin fetch
-  location ~ \\.(m3u8|mpd)$ {{
-    proxy_pass http://fl_origin;
-    proxy_cache fl_media;
-    proxy_cache_key $request_uri;
-    # while one request refreshes an expired playlist, the others get the previous copy (<= 1 s old)
-    # instead of queueing on the lock (nginx re-checks a cache lock only every 500 ms)
-    proxy_cache_use_stale updating;
-    proxy_cache_background_update on;
-    proxy_cache_lock on;
-    proxy_cache_lock_timeout {LOCK_TIMEOUT_S}s;
-    proxy_cache_lock_age {LOCK_TIMEOUT_S}s;
-  }}
-
-  # operator endpoints stay on the origin's private address
-  location = /metrics {{
-    return 404;
-  }}
-  location = /readyz {{
-    return 404;
-  }}
-  location ^~ /edge/ {{
-    return 404;
-  }}
-
-  # keys, api, player: never cached here
-  location / {{
-    proxy_pass http://fl_origin;
-    proxy_cache off;
-  }}
+  return (pass);  # keys, api, player: never cached here
 }}
-"""
 
-
-def render_main(prefix: Path, http_conf: str, workers: int | str = "auto", user: str | None = None) -> str:
-    """A complete nginx.conf for `nginx -p prefix -c nginx.conf` as a foreground child process."""
-    body = "\n".join("  " + line if line else line for line in http_conf.splitlines())
-    user_line = f"user {user};\n" if user else ""
-    return f"""{user_line}daemon off;
-worker_processes {workers};
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-  worker_connections 16384;
-}}
-worker_rlimit_nofile 65536;
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nodelay on;
-  keepalive_requests 100000;
-  types {{
-    application/vnd.apple.mpegurl m3u8;
-    application/dash+xml mpd;
-    video/iso.segment m4s;
-    video/mp4 mp4;
+sub vcl_hash {{
+  if (req.http.X-Fl-Key) {{
+    hash_data(req.http.X-Fl-Key);
+  }} else {{
+    hash_data(req.url);
   }}
-{body}
+  return (lookup);
+}}
+
+sub vcl_backend_fetch {{
+  unset bereq.http.X-Fl-Key;
+  unset bereq.http.X-Fl-Media;
+  unset bereq.http.X-Fl-Authorized;
+  if (bereq.url != "/edge/authz") {{
+    unset bereq.http.X-Original-URI;
+    unset bereq.http.X-Playback-Token;
+  }}
+  return (fetch);
+}}
+
+sub vcl_backend_response {{
+  set beresp.http.X-Fl-Origin = beresp.backend.name;
+  if (bereq.url == "/edge/authz") {{
+    # verdicts live as long as the api says (<= 60 s, bounded by the token's expiry); anything else: 1 s
+    set beresp.grace = 0s;
+    set beresp.keep = 0s;
+    if (beresp.ttl <= 0s || beresp.ttl > 60s) {{
+      set beresp.ttl = 1s;
+    }}
+    return (deliver);
+  }}
+  if (bereq.url ~ "{_DOCUMENT}") {{
+    # never past the origin's max-age: a blocking request is answered only by its own answer
+    set beresp.grace = 0s;
+    set beresp.keep = 0s;
+  }}
+  if (beresp.status >= 400 && (beresp.ttl <= 0s || beresp.http.Cache-Control ~ "no-store")) {{
+    # a 400 (too far ahead) or 503 (hold timed out) goes to every waiter coalesced on it, then expires
+    set beresp.ttl = {ERROR_TTL};
+    set beresp.grace = 0s;
+    set beresp.keep = 0s;
+    return (deliver);
+  }}
+  if (beresp.ttl <= 0s) {{
+    set beresp.ttl = 1s;
+  }}
+  return (deliver);
+}}
+
+sub vcl_backend_error {{
+  # an api process that refuses the connection: try the next one (GET/HEAD only: nothing was sent)
+  if ((bereq.method == "GET" || bereq.method == "HEAD") && bereq.retries < {2 * len(origins)}) {{
+    return (retry);
+  }}
+  set beresp.ttl = {ERROR_TTL};
+  set beresp.grace = 0s;
+  set beresp.http.Cache-Control = "no-store";
+  set beresp.http.Retry-After = "1";
+  return (deliver);
+}}
+
+sub vcl_deliver {{
+  if (req.url == "/edge/authz" && req.http.X-Fl-Media) {{
+    if (resp.status == 200) {{
+      set req.url = req.http.X-Fl-Media;
+      set req.http.X-Fl-Authorized = "1";
+      return (restart);
+    }}
+    return (synth(403, "Forbidden"));  # fail closed: anything but the api's 200
+  }}
+  if (obj.hits > 0) {{
+    set resp.http.X-Edge-Cache = "HIT";
+  }} else {{
+    set resp.http.X-Edge-Cache = "MISS";
+  }}
+  unset resp.http.X-Fl-Origin;
+  unset resp.http.Via;
+  unset resp.http.X-Varnish;
+  return (deliver);
+}}
+
+sub vcl_synth {{
+  set resp.http.Cache-Control = "no-store";
+  set resp.http.Content-Type = "text/plain; charset=utf-8";
+  set resp.body = resp.reason + {{"
+"}};
+  return (deliver);
 }}
 """
 
 
 def compose_conf() -> str:
-    """compose/nginx/edge.conf: the same rules against the compose `api` service."""
-    return render_http(listen="8080", origin="api:8000", cache_dir="/var/cache/nginx/floodlight",
-                       cache_max_size="4g", country="")
+    """compose/varnish/edge.vcl: the same rules against the compose `api` service."""
+    return render_vcl(origins=["api:8000"], country="")
 
 
-def worker_user(prefix: Path) -> str | None:
-    """When started as root, nginx workers drop to an unprivileged user that must reach the cache
-    and temp dirs: use `nobody` (and hand it those dirs) when every parent of the prefix is
-    traversable, else keep root (e.g. a test's private 0700 tmp dir). Not root: nginx keeps our user."""
-    if os.geteuid() != 0:
-        return None
-    for parent in [prefix, *prefix.parents]:
-        if parent.exists() and not parent.stat().st_mode & 0o001:
-            return "root"
-    import grp
-    import pwd
-
-    nobody = pwd.getpwnam("nobody")
-    for d in ("cache", "tmp"):
-        for root, _dirs, _files in os.walk(prefix / d):
-            os.chown(root, nobody.pw_uid, nobody.pw_gid)
-    return f"nobody {grp.getgrgid(nobody.pw_gid).gr_name}"
-
-
-def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def local_conf(settings: Settings, *, prefix: Path, port: int, origin: str, host: str = "127.0.0.1") -> str:
-    return render_main(prefix, user=worker_user(prefix), http_conf=render_http(
-        listen=_listen(host, port), origin=origin, cache_dir=str(prefix / "cache"),
-        cache_max_size=settings.edge_cache_max_size, country=settings.edge_country,
-        geo_header=settings.api_geo_header, temp_dir=str(prefix / "tmp")))
-
-
-def prepare(settings: Settings, *, port: int | None = None, origin: str | None = None,
-            prefix: Path | None = None, host: str = "127.0.0.1") -> tuple[Path, Path]:
-    """Write the local edge config under FLOODLIGHT_STACK_DIR/edge; return (prefix, conf path).
-    Raises InsecureSettings for a non-loopback `host` while a secret has its published default."""
-    refuse_default_secrets(settings, host, "edge")
-    prefix = (prefix or settings.stack_dir / "edge").resolve()
-    for d in ("cache", "tmp"):
-        (prefix / d).mkdir(parents=True, exist_ok=True)
-    origin = origin or f"{settings.api_host}:{settings.api_port}"
-    conf = prefix / "nginx.conf"
-    conf.write_text(local_conf(settings, prefix=prefix, port=port or settings.edge_port, origin=origin, host=host))
-    return prefix, conf
+def varnishd_binary() -> str:
+    found = shutil.which("varnishd") or ("/usr/sbin/varnishd" if os.path.exists("/usr/sbin/varnishd") else None)
+    if not found:
+        raise FileNotFoundError("varnishd not found (Debian package varnish)")
+    return found
 
 
 def nginx_binary() -> str:
+    """Debian's nginx (bench.origin's static-file anchor)."""
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not found:
         raise FileNotFoundError("nginx not found (Debian package nginx)")
     return found
 
 
+def _jail(prefix: Path) -> str:
+    """As root varnishd drops to its own users when they can reach the working directory (every parent
+    traversable), else (e.g. a test's private 0700 tmp dir) runs without a jail. Not root: no jail."""
+    if os.geteuid() != 0:
+        return "none"
+    for parent in [prefix, *prefix.parents]:
+        if parent.exists() and not parent.stat().st_mode & 0o001:
+            return "none"
+    return "unix"
+
+
+def _listen(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def origins_of(settings: Settings, origin: str | None) -> list[str]:
+    """`--origin a:1,b:2` (one per api process), default the api."""
+    spec = origin or f"{settings.api_host}:{settings.api_port}"
+    return [o.strip() for o in spec.split(",") if o.strip()]
+
+
+def prepare(settings: Settings, *, port: int | None = None, origin: str | None = None,
+            prefix: Path | None = None, host: str = "127.0.0.1") -> tuple[Path, list[str]]:
+    """Write the edge VCL under FLOODLIGHT_STACK_DIR/edge; return (prefix, varnishd command).
+    Raises InsecureSettings for a non-loopback `host` while a secret has its published default."""
+    refuse_default_secrets(settings, host, "edge")
+    prefix = (prefix or settings.stack_dir / "edge").resolve()
+    prefix.mkdir(parents=True, exist_ok=True)
+    vcl = prefix / "edge.vcl"
+    vcl.write_text(render_vcl(origins=origins_of(settings, origin), country=settings.edge_country,
+                              geo_header=settings.api_geo_header))
+    workdir = prefix / "varnish"
+    shutil.rmtree(workdir, ignore_errors=True)  # a previous run's shared memory log
+    cmd = [varnishd_binary(), "-F", "-n", str(workdir), "-a", _listen(host, port or settings.edge_port),
+           "-f", str(vcl), "-s", f"malloc,{settings.edge_cache_max_size}", "-j", _jail(prefix)]
+    for k, v in PARAMS.items():
+        cmd += ["-p", f"{k}={v}"]
+    return prefix, cmd
+
+
+def check(cmd: list[str]) -> None:
+    """Compile the VCL (varnishd -C), raising with the compiler's message if it is refused."""
+    vcl = cmd[cmd.index("-f") + 1]
+    res = subprocess.run([cmd[0], "-C", "-f", vcl, "-n", cmd[cmd.index("-n") + 1], "-j", cmd[cmd.index("-j") + 1]],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"varnishd rejected {vcl}: {res.stderr.strip()[-2000:]}")
+
+
 def start_edge(settings: Settings, *, port: int | None = None, origin: str | None = None,
                prefix: Path | None = None, host: str = "127.0.0.1") -> subprocess.Popen[bytes]:
-    """Check the config (nginx -t) and start nginx in the foreground as a child process: our own config,
-    pid file and error log under `prefix`; no system nginx service is used or touched."""
-    prefix, conf = prepare(settings, port=port, origin=origin, prefix=prefix, host=host)
-    cmd = [nginx_binary(), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
-    check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True)
-    if check.returncode != 0:
-        raise RuntimeError(f"nginx rejected {conf}: {check.stderr.strip()}")
-    return subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    """Start varnishd in the foreground as a child process: our own VCL, working directory, port and
+    storage under `prefix`; no system service is used or touched. `origin`: "host:port[,host:port...]"."""
+    prefix, cmd = prepare(settings, port=port, origin=origin, prefix=prefix, host=host)
+    log_file = open(prefix / "varnishd.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    finally:
+        log_file.close()
+
+
+def edge_stats(prefix: Path, *fields: str) -> dict[str, int]:
+    """Counters of a running edge (varnishstat): e.g. MAIN.backend_req = requests sent to the origin."""
+    names = fields or ("MAIN.backend_req", "MAIN.client_req", "MAIN.cache_hit", "MAIN.cache_miss",
+                       "MAIN.busy_sleep", "MAIN.busy_wakeup")
+    cmd = [shutil.which("varnishstat") or "/usr/bin/varnishstat", "-n", str(prefix.resolve() / "varnish"), "-1"]
+    for f in names:
+        cmd += ["-f", f]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    stats = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            stats[parts[0]] = int(parts[1])
+    return stats
 
 
 def _die_with_parent() -> None:
-    """nginx's master gets SIGTERM if the process that started it dies (Linux prctl PDEATHSIG)."""
+    """varnishd's manager gets SIGTERM if the process that started it dies (Linux prctl PDEATHSIG)."""
     try:
         import ctypes
 
@@ -260,22 +354,24 @@ def _die_with_parent() -> None:
 
 def run_edge(settings: Settings, *, port: int | None = None, origin: str | None = None,
              host: str = "127.0.0.1") -> int:
-    """`floodlight edge`: run until SIGTERM/SIGINT, then stop nginx gracefully."""
+    """`floodlight edge`: run until SIGTERM/SIGINT, then stop varnishd."""
     proc = start_edge(settings, port=port, origin=origin, host=host)
     log.info("edge started", extra={"port": port or settings.edge_port, "pid": proc.pid,
-                                    "origin": origin or f"{settings.api_host}:{settings.api_port}"})
+                                    "origin": ",".join(origins_of(settings, origin))})
 
     def stop(signum: int, _frame: object) -> None:
-        proc.send_signal(signal.SIGQUIT)
+        proc.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        return proc.wait()
+        code = proc.wait()
+        return 0 if code in (0, -signal.SIGTERM) else code
     finally:
         if proc.poll() is None:
             proc.terminate()
+            time.sleep(0)
 
 
-if __name__ == "__main__":  # regenerate compose/nginx/edge.conf
+if __name__ == "__main__":  # regenerate compose/varnish/edge.vcl
     sys.stdout.write(compose_conf())

@@ -20,6 +20,7 @@ APT_STEP = "./run setup installs it via apt (APT_PACKAGES in ./run)"
 TOOLS: dict[str, tuple[Callable[[], bool], str]] = {
     "chromium": (lambda: Path(os.environ.get("FLOODLIGHT_CHROMIUM") or "/usr/bin/chromium").is_file(), APT_STEP),
     "nginx": (lambda: bool(shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")), APT_STEP),
+    "varnishd": (lambda: bool(shutil.which("varnishd") or shutil.which("varnishd", path="/usr/sbin")), APT_STEP),
     "ffmpeg": (lambda: shutil.which("ffmpeg") is not None, APT_STEP),
     "node": (lambda: shutil.which("node") is not None,
              "Node 20+ is a prerequisite of ./run setup (README), like Java; the CI image must provide it"),
