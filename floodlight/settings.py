@@ -84,6 +84,18 @@ class Settings(BaseSettings):
 
     # --- Roles -------------------------------------------------------------------------------
     ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")
+    ingest_max_connections: int = Field(
+        8, ge=1, description="Connections an RTMP ingest listener holds at once (half of them per address before "
+        "the key is checked); more are refused on accept."
+    )
+    ingest_max_gop_seconds: float = Field(
+        10.0, gt=0, description="Longest GOP the ingest accepts; a longer one (or one over the Kafka message "
+        "limit) is dropped with a dead letter, and the stream goes on at the next keyframe."
+    )
+    ingest_srt_passphrase: str = Field(
+        "", description="SRT encryption passphrase (10-79 characters) callers must present, when the --source "
+        "URL sets none; empty = unencrypted, the streamid key is still checked."
+    )
     metrics_port: int = Field(0, description="Prometheus port of a role (0 = role default).")
     log_level: str = Field("INFO", description="Log level of every role.")
     log_format: str = Field("json", description="json (structured) or text.")

@@ -10,6 +10,12 @@ GOP duration (given, or learnt from the first complete GOP, rounded to whole fra
 is 0 until a discontinuity. On a discontinuity (PTS going backwards, or jumping forward by more
 than `max_gap_gops` GOPs) the epoch is bumped and `offset` is chosen so the index continues at
 last + 1; a small forward gap (lost GOPs) keeps the PTS-derived index, so identities still match.
+
+Memory is bounded whatever the feed does: an open GOP over `max_gop_bytes` (the Kafka message limit:
+it could never be published) or longer than `max_gop_seconds` is dropped as soon as it crosses the
+limit (a "gop_dropped" event; the frames up to the next keyframe, and the audio of that span, go too),
+and the stream goes on at the next keyframe with its PTS-derived index. Audio waiting for video and
+closed GOPs waiting for their audio are bounded by the same byte limit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from fractions import Fraction
 from typing import Any
 
 from producers.media import FeedProblem, MediaPacket
+
+MAX_GOP_BYTES = 16 * 1024 * 1024  # floodlight.kafka.MAX_MESSAGE_BYTES; the agent passes the real limit
+MAX_GOP_SECONDS = 10.0
 
 
 class PtsUnwrapper:
@@ -118,6 +127,7 @@ class _OpenGop:
     gen: int = 0
     packets: list[MediaPacket] = field(default_factory=list)
     end: int | None = None
+    size: int = 0  # payload bytes of its video packets
 
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -131,6 +141,7 @@ class GopChunker:
     goes with the first GOP; audio that arrives after its GOP was emitted goes with the next one.
     A timestamp jump in the packets (a pusher reconnecting at 0, a splice) ends the open GOP at its
     last frame and starts a new "generation": audio is matched only with video of its generation.
+    Size and duration are capped (see the module doc): `gops_dropped` counts what the caps dropped.
     """
 
     def __init__(
@@ -151,6 +162,8 @@ class GopChunker:
         idr_check: Callable[[bytes], bool] | None = None,
         on_event: Event | None = None,
         clock_ms: Callable[[], int] | None = None,
+        max_gop_bytes: int = MAX_GOP_BYTES,
+        max_gop_seconds: float = MAX_GOP_SECONDS,
     ) -> None:
         self.stream_id = stream_id
         self.ingest_id = ingest_id
@@ -171,8 +184,15 @@ class GopChunker:
         self.idr_check = idr_check
         self.on_event = on_event or (lambda kind, info: None)
         self.clock_ms = clock_ms
+        self.max_gop_bytes = max_gop_bytes
+        self.max_gop_ticks = int(max_gop_seconds / self.tb)
         self._current: _OpenGop | None = None
         self._waiting: list[_OpenGop] = []
+        self._audio_bytes = 0  # payload bytes in self._audio
+        self._dropping = False  # a GOP was dropped: discard video until the next keyframe
+        self._drop_audio: tuple[int, int, int | None] | None = None  # (generation, from, to) in video ticks
+        self.gops_dropped = 0
+        self.dropped_bytes = 0
         self._audio: list[tuple[int, MediaPacket]] = []  # (generation, packet), not yet emitted
         self._vgen = self._agen = 0
         self._last_v: MediaPacket | None = None
@@ -259,9 +279,17 @@ class GopChunker:
                 if self.check_regular:
                     self._check_regular(self._current)
                 self._waiting.append(self._current)
+            if self._dropping:  # the dropped span ends here: its audio ends here too
+                self._dropping = False
+                if self._drop_audio is not None and self._drop_audio[0] == self._vgen:
+                    self._drop_audio = (self._vgen, self._drop_audio[1], pts)
+                    self._discard_dropped_audio()
             wc = p.wallclock_ms if p.wallclock_ms is not None else (self.clock_ms() if self.clock_ms else 0)
             self._current = _OpenGop(start=pts, wallclock_ms=wc, gen=self._vgen)
         elif self._current is None:
+            if self._dropping:
+                self.dropped_bytes += len(p.data)
+                return out + self._drain()
             self.skipped_before_idr += 1  # nothing decodable before the first IDR
             return out
         elif self.check_regular and pts < self._current.start:
@@ -269,7 +297,10 @@ class GopChunker:
                 f"open GOP: a frame at pts {pts} after the keyframe at {self._current.start} is shown before it "
                 "(leading pictures reference the previous GOP); use --normalize")
         self._current.packets.append(p)
-        return out + self._drain()
+        self._current.size += len(p.data)
+        self._check_caps(self._current, pts)
+        out += self._drain()
+        return out + self._bound_pending()
 
     def _push_audio(self, pkt: MediaPacket) -> list[dict[str, Any]]:
         if self.audio is None:
@@ -282,9 +313,64 @@ class GopChunker:
             self._agen += 1
             self._audio_watermark = None
         self._last_apts = v
-        self._audio.append((self._agen, a))
         self._audio_watermark = v if self._audio_watermark is None else max(self._audio_watermark, v)
-        return self._drain()
+        if self._in_dropped_span(self._agen, v):
+            self.dropped_bytes += len(a.data)
+            return self._drain()
+        self._audio.append((self._agen, a))
+        self._audio_bytes += len(a.data)
+        return self._drain() + self._bound_pending()
+
+    # --- caps -------------------------------------------------------------------------------
+    def _check_caps(self, g: _OpenGop, pts: int) -> None:
+        """Drop the open GOP the moment it could never be published, or is longer than any GOP may be."""
+        if g.size + self._audio_bytes > self.max_gop_bytes:
+            kind = "gop_too_large"
+            reason = (f"GOP at pts {g.start} passed {self.max_gop_bytes} bytes (the Kafka message limit) "
+                      f"after {len(g.packets)} frames without a keyframe")
+        elif pts - g.start > self.max_gop_ticks:
+            kind = "gop_too_long"
+            reason = (f"no keyframe for {float((pts - g.start) * self.tb):.1f} s after the one at pts {g.start} "
+                      f"(the longest GOP allowed is {float(self.max_gop_ticks * self.tb):.1f} s)")
+        else:
+            return
+        self._current = None
+        self._dropping = True
+        self.gops_dropped += 1
+        self.dropped_bytes += g.size
+        self._drop_audio = (g.gen, g.start, None)
+        self._discard_dropped_audio()
+        index = (self.indexer.raw_index(g.start) + self.indexer.offset) if self.indexer.nominal else None
+        self.on_event("gop_dropped", {"kind": kind, "reason": reason + "; dropped up to the next keyframe",
+                                      "pts_start": g.start, "bytes": g.size, "frames": len(g.packets),
+                                      "gop_index": index})
+
+    def _in_dropped_span(self, gen: int, v: int) -> bool:
+        d = self._drop_audio
+        return d is not None and gen == d[0] and v >= d[1] and (d[2] is None or v < d[2])
+
+    def _discard_dropped_audio(self) -> None:
+        keep = [(gen, a) for gen, a in self._audio if not self._in_dropped_span(gen, self._to_video(a.pts))]
+        if len(keep) != len(self._audio):
+            self._audio = keep
+            self._audio_bytes = sum(len(a.data) for _, a in keep)
+
+    def _bound_pending(self) -> list[dict[str, Any]]:
+        """Closed GOPs waiting for audio go out early, and audio with no video to go with is trimmed
+        (oldest first), before either holds more than one message's worth of bytes."""
+        out = []
+        while self._waiting and sum(g.size for g in self._waiting) > self.max_gop_bytes:
+            out.append(self._emit(self._waiting.pop(0)))
+        if self._audio_bytes > self.max_gop_bytes:
+            dropped = 0
+            while self._audio and self._audio_bytes > self.max_gop_bytes // 2:
+                _, a = self._audio.pop(0)
+                self._audio_bytes -= len(a.data)
+                dropped += len(a.data)
+            self.dropped_bytes += dropped
+            self.on_event("gop_dropped", {"kind": "audio_backlog", "bytes": dropped, "gop_index": None,
+                                          "reason": f"{dropped} bytes of audio with no video to go with were dropped"})
+        return out
 
     # --- output ----------------------------------------------------------------------------
     def _to_video(self, audio_pts: int) -> int:
@@ -332,6 +418,7 @@ class GopChunker:
         if self.gops_out:  # audio of an earlier GOP that arrived after that GOP was emitted
             self.late_audio += sum(1 for a in take if self._to_video(a.pts) + (self.frame_ticks or 1) < g.start)
         self._audio = keep
+        self._audio_bytes = sum(len(a.data) for _, a in keep)
         take.sort(key=lambda a: a.pts)
         self.gops_out += 1
         return {

@@ -64,9 +64,25 @@ def parse_source(src: str) -> SourceSpec:
             if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", app):
                 raise ValueError(f"{src!r}: bad RTMP app name {app!r}")
             return SourceSpec("rtmp", src, host=u.hostname, port=u.port, app=app, key=key, query=query)
+        if u.scheme == "srt":
+            _check_srt_options(src, query)
         return SourceSpec(u.scheme, src, host=u.hostname, port=u.port, query=query)
     raise ValueError(f"unknown source {src!r}: expected testsrc[:WxH@FPS], file:PATH[?loop=1], "
                      "rtmp://HOST:PORT/APP/{stream_key}, srt://HOST:PORT?streamid=..., tcp://..., udp://...")
+
+
+def _check_srt_options(src: str, query: dict[str, str]) -> None:
+    unknown = set(query) - {"streamid", "passphrase", "pbkeylen", "latency", "mode"}
+    if unknown:
+        raise ValueError(f"{src!r}: unknown SRT option(s) {sorted(unknown)}: streamid, passphrase, pbkeylen, latency")
+    if query.get("mode", "listener") != "listener":
+        raise ValueError(f"{src!r}: the agent is the SRT listener (mode=listener); pushers are callers")
+    if "passphrase" in query and not 10 <= len(query["passphrase"]) <= 79:
+        raise ValueError("SRT passphrase must be 10 to 79 characters")
+    if query.get("pbkeylen", "16") not in ("0", "16", "24", "32"):
+        raise ValueError("SRT pbkeylen must be 16, 24 or 32")
+    if not query.get("latency", "0").isdigit():
+        raise ValueError("SRT latency is in microseconds, e.g. latency=200000")
 
 
 @dataclass
@@ -82,3 +98,5 @@ class SourceContext:
     duration: float | None = None  # media seconds to capture (testsrc stops on its own)
     record: dict[str, Any] | None = None  # the stream's registry record; None with --no-registry
     on_bad_input: Callable[..., None] = lambda *_: None  # (reason) or (kind, reason)
+    max_connections: int = 8  # concurrent pushers a listener (RTMP gate) holds; more are refused
+    srt_passphrase: str = ""  # SRT encryption passphrase when the URL sets none ("" = none)

@@ -214,3 +214,59 @@ def test_indexer_drift_never_repeats_an_index():
     ix = GopIndexer(nominal=Fraction(180000))
     got = [ix.assign(s, 179000)[0] for s in range(0, 179000 * 400, 179000)]
     assert got == sorted(set(got))
+
+
+# --- caps: an open GOP never grows past the message limit or the longest GOP (issue 13.5) ----------
+def big(pts: int, key: bool = False, size: int = 1000) -> MediaPacket:
+    return MediaPacket("video", pts, pts, bytes(size), key, 3000)
+
+
+def test_a_gop_over_the_byte_cap_is_dropped_at_once_and_the_stream_goes_on():
+    events: list[tuple[str, dict]] = []
+    ch = make(max_gop_bytes=80_000, on_event=lambda kind, info: events.append((kind, info)))
+    pkts = []
+    for f in range(300):  # 5 GOPs of 60 frames; GOP 2 carries 2 KB frames (120 KB > 80 KB), the rest 500 bytes
+        pkts.append(big(f * 3000, key=f % 60 == 0, size=2000 if 120 <= f < 180 else 500))
+    out, held = [], 0
+    for p in pkts:
+        out += ch.push(p)
+        held = max(held, ch._current.size if ch._current else 0)
+    out += ch.flush()
+    assert [g["gop_index"] for g in out] == [0, 1, 3, 4]  # PTS-derived: GOP 2 is a hole, not a renumbering
+    assert {g["epoch"] for g in out} == {0}
+    assert held <= 80_000  # never more than the cap in memory
+    dropped = [info for kind, info in events if kind == "gop_dropped"]
+    assert len(dropped) == 1 and dropped[0]["kind"] == "gop_too_large" and dropped[0]["gop_index"] == 2
+    assert "Kafka message limit" in dropped[0]["reason"]
+    assert ch.gops_dropped == 1
+
+
+def test_a_gop_with_no_keyframe_for_too_long_is_dropped_and_its_audio_with_it():
+    events: list[tuple[str, dict]] = []
+    ch = make(max_gop_seconds=10.0, on_event=lambda kind, info: events.append((kind, info)))
+    pkts = [p for p in feed(0, 900) if not (p.kind == "video" and p.keyframe and 120 < p.pts // 3000 < 600)]
+    out = run(ch, pkts)  # keyframes at 0, 60, 120, then none until frame 600 (16 s)
+    dropped = [info for kind, info in events if kind == "gop_dropped"]
+    assert len(dropped) == 1 and dropped[0]["kind"] == "gop_too_long" and "10.0 s" in dropped[0]["reason"]
+    starts = [g["pts_start"] // 3000 for g in out]
+    assert starts[:2] == [0, 60] and starts[2:] == [600, 660, 720, 780, 840]
+    after = out[2]
+    assert all(a["pts"] * 90000 // 48000 >= 600 * 3000 - 3000 for a in after["audio_packets"])  # none of the gap
+    assert [g["gop_index"] for g in out[2:]] == [2, 3, 4, 5, 6] and after["epoch"] == 1  # a discontinuity
+
+
+def test_dropping_is_deterministic_for_primary_and_backup():
+    pkts = [p for p in feed(0, 900) if not (p.kind == "video" and p.keyframe and 120 < p.pts // 3000 < 600)]
+    a = run(make(ingest_id="primary", max_gop_seconds=10.0), pkts)
+    b = run(make(ingest_id="backup", max_gop_seconds=10.0), pkts)
+    assert [(g["gop_index"], g["epoch"], g["pts_start"]) for g in a] == \
+        [(g["gop_index"], g["epoch"], g["pts_start"]) for g in b]
+
+
+def test_audio_with_no_video_is_bounded():
+    events: list[tuple[str, dict]] = []
+    ch = make(max_gop_bytes=10_000, on_event=lambda kind, info: events.append((kind, info)))
+    for i in range(2000):
+        assert ch.push(MediaPacket("audio", i * 1024, i * 1024, bytes(100), True, 1024)) == []
+        assert ch._audio_bytes <= 10_000
+    assert any(kind == "gop_dropped" and info["kind"] == "audio_backlog" for kind, info in events)
