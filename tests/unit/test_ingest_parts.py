@@ -10,7 +10,7 @@ import pytest
 
 from producers.agent import _redact
 from producers.gop import h264
-from producers.sources.rtmpgate import RtmpCommandReader, RtmpRefused, amf0_values
+from producers.sources.rtmpgate import PreAuth, RtmpRefused, amf0_values
 from producers.sources.spec import parse_source
 from producers.sources.testsrc import PatternRenderer, TestSpec, read_clock, strip_bits, tone
 from producers.sources.testsrc import parse_source as parse_testsrc
@@ -123,7 +123,7 @@ def test_avcc_extradata():
     assert cfg.length_size == 4 and cfg.sps == (SPS_720P,) and cfg.pps == (b"\x68\xee",)
 
 
-# --- RTMP command reader -------------------------------------------------------------------------------
+# --- RTMP pre-auth reader -------------------------------------------------------------------------------
 def amf_str(s: str) -> bytes:
     return b"\x02" + struct.pack(">H", len(s)) + s.encode()
 
@@ -155,19 +155,21 @@ def session(key: str) -> bytes:
 
 def test_reader_finds_connect_and_publish_across_chunks_and_small_reads():
     data = session("sk_" + "k" * 70)
-    r = RtmpCommandReader()
-    cmds = []
+    seen: list[tuple[str, str]] = []
+    pre = PreAuth("live", lambda app, key: seen.append((app, key)) or True)
+    replies = b""
     for i in range(0, len(data), 7):  # TCP may deliver any split
-        cmds += [v for _, v in r.feed(data[i: i + 7])]
-    assert [c[0] for c in cmds] == ["connect", "publish"]
-    assert cmds[0][2]["app"] == "live"
-    assert cmds[1][3] == "sk_" + "k" * 70
-    assert r.chunk_size == 64
+        replies += pre.feed(data[i: i + 7])
+    assert pre.authorized and pre.connected_app == "live"
+    assert seen == [("live", "sk_" + "k" * 70)] and pre.publish_name == "sk_" + "k" * 70
+    assert pre.reader.chunk_size == 64
+    assert replies[:1] == b"\x03" and len(replies) > 1 + 2 * 1536  # S0 S1 S2, then the connect result
+    assert pre.replay == data[1 + 2 * 1536:]  # what the real listener gets: the commands, as sent
 
 
 def test_reader_refuses_what_is_not_rtmp():
     with pytest.raises(RtmpRefused):
-        RtmpCommandReader().feed(b"GET / HTTP/1.1\r\n" + b"x" * 2000)
+        PreAuth("live", lambda app, key: True).feed(b"GET / HTTP/1.1\r\n" + b"x" * 2000)
 
 
 def test_amf0_values():
