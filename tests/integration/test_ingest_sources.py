@@ -1,4 +1,4 @@
-"""Ingest from real pushers and files: RTMP behind the key gate, SRT through the relay, primary + backup.
+"""Ingest from real pushers and files: RTMP behind the key gate, SRT behind its key gate, primary + backup.
 
 Pushers are Debian's ffmpeg (a real RTMP/SRT client); agents run in-process so the test can read
 their counters; every agent is stopped in a finally.
@@ -98,7 +98,7 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
     port = free_port()
     cfg = AgentConfig("srt-t", f"srt://127.0.0.1:{port}?streamid=venue-a", use_registry=False, status_interval=0)
     with running(isolated, cfg) as agent:
-        wait_until(lambda: agent.source is not None and agent.source.relay.proc is not None, 30, what="srt relay")
+        wait_until(lambda: agent.source is not None and agent.source.gate.listening.is_set(), 30, what="srt gate")
         res = None
         for _ in range(3):  # the relay may still be binding its port
             res = push(["-re", "-i", str(feed_file), "-c", "copy", "-f", "mpegts",
@@ -107,8 +107,8 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
                 break
         assert res is not None and res.returncode == 0, res.stderr
         wait_until(lambda: agent.stats.published >= 5, 20, what="GOPs from the SRT push")
-        # the relay exits with its caller; the agent restarts it and the next caller gets through
-        wait_until(lambda: agent.source.relay.restarts >= 1, 20, what="relay restarted")
+        # the caller's session ends with it; the gate listens again and the next caller gets through
+        wait_until(lambda: agent.source.gate.restarts >= 1, 20, what="gate listening again")
         first = agent.stats.published  # read after the restart: the first caller's tail GOP is out by then
         again = None
         for _ in range(3):
