@@ -3,21 +3,28 @@
 Private broker (own stack dir and port) so a broker stop/start does not disturb anything else;
 the object store sits on a small tmpfs when we may mount one, so a full disk can be simulated.
 Roles run as real child processes started from their CLI commands (ops.demo's Supervisor).
+
+A run killed where nothing can clean up (kill -9, a lost CI job) leaves its tmpfs mounted and its
+broker running: every run owns its directory through a `chaos.owner` pid file, and the next run
+unmounts and stops what belongs to owners that are gone (`clean_stale_runs`) before it starts.
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
+import json
 import os
 import random
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,7 @@ STREAM = "chaos"
 LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 600},
           {"name": "180p", "width": 320, "height": 180, "bitrate_kbps": 200}]
 WATCH = "360p"
+OWNER = "chaos.owner"  # pid of the pytest process that owns a chaos run directory
 
 
 _TAKEN: set[int] = set()
@@ -60,12 +68,74 @@ def free_port(pair: bool = False) -> int:
     raise RuntimeError("no free port")
 
 
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def mono_to_wall_ms(t: float) -> int:
+    """A time.monotonic() reading as wall-clock ms (GOP capture times are wall clock)."""
+    return int((t + time.time() - time.monotonic()) * 1000)
+
+
 @dataclass
 class FaultReport:
+    """One row of the chaos report; every figure is measured (None = not measured, printed as such)."""
+
     fault: str
+    measured_by: str = ""  # what recovery means for this fault
+    started_ms: int = 0  # wall clock, just before the fault
+    back_ms: int = 0  # wall clock, when the role / service was back (recovery counts from here)
     recovery_s: float | None = None
-    gops_lost: int = 0
+    gops_checked: int | None = None  # published GOPs captured from this fault until the next one
+    gops_lost: int | None = None  # of those, not in the DVR playlist at the end
+    about_gops: bool = True  # False for rows that are about something else (beacons)
     notes: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _owner_alive(owner: Path) -> bool:
+    try:
+        pid = int(owner.read_text().strip())
+        os.kill(pid, 0)
+        return b"pytest" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (ValueError, OSError):
+        return False
+
+
+def _tmpfs_mounts() -> list[Path]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    return [Path(f[1].replace("\\040", " ")) for f in (ln.split() for ln in lines) if len(f) > 2 and f[2] == "tmpfs"]
+
+
+def _stop_run_dir(run_dir: Path, store: Path) -> None:
+    """Stop the private broker of a run directory and lazily unmount its store (idempotent)."""
+    try:
+        stack.down(Settings(stack_dir=run_dir / "stack"), deadline_s=15)
+    except Exception:  # noqa: BLE001 - best effort: the broker may be half gone
+        pass
+    if store in _tmpfs_mounts():
+        subprocess.run(["umount", "-l", str(store)], capture_output=True)
+
+
+def clean_stale_runs() -> list[str]:
+    """Unmount the tmpfs and stop the broker of every chaos run whose owner process is gone."""
+    dirs = {m.parent for m in _tmpfs_mounts() if m.name == "store" and (m.parent / OWNER).exists()}
+    dirs |= {o.parent for o in Path(tempfile.gettempdir()).glob(f"pytest-of-*/pytest-*/chaos*/{OWNER}")}
+    cleaned = []
+    for run_dir in sorted(dirs):
+        owner = run_dir / OWNER
+        if not owner.exists() or _owner_alive(owner):
+            continue
+        _stop_run_dir(run_dir, run_dir / "store")
+        owner.unlink(missing_ok=True)
+        cleaned.append(str(run_dir))
+    return cleaned
 
 
 class Watcher(threading.Thread):
@@ -76,6 +146,7 @@ class Watcher(threading.Thread):
         self.root = root
         self.violations: list[str] = []
         self.history: list[tuple[float, int]] = []  # (monotonic, last listed msn)
+        self.timeline: list[tuple[int, int]] = []  # (wall ms, last listed msn) when it changed: evidence
         self._seen: dict[str, tuple[int, int, str]] = {}
         self._halt = threading.Event()
         self.last_msn = -1
@@ -111,6 +182,8 @@ class Watcher(threading.Thread):
             self.violations.append(f"last msn went back {self.last_msn} -> {last}")
         self.last_seq, self.last_msn = max(seq, self.last_seq), max(last, self.last_msn)
         self.history.append((time.monotonic(), last))
+        if not self.timeline or self.timeline[-1][1] != last:
+            self.timeline.append((wall_ms(), last))
 
     def _check_objects(self) -> None:
         base = self.root / "live" / STREAM
@@ -151,6 +224,114 @@ class Watcher(threading.Thread):
         return None
 
 
+class Probe:
+    """How recovery from one fault is measured: `before` just ahead of the fault, then `after` returns the
+    seconds from `back` (monotonic) until the pipeline showed it works again, or None by the deadline."""
+
+    measured_by = ""
+
+    def before(self, p: ChaosPipeline, watcher: Watcher) -> None:
+        return None
+
+    def after(self, p: ChaosPipeline, watcher: Watcher, back: float, timeout: float, row: FaultReport) -> float | None:
+        raise NotImplementedError
+
+
+class PlaylistAdvance(Probe):
+    """For the roles on the media path (ingest, encoder, packager, broker, store)."""
+
+    measured_by = "packager's playlist lists a new segment"
+
+    def before(self, p: ChaosPipeline, watcher: Watcher) -> None:
+        self.msn = watcher.last_msn
+
+    def after(self, p: ChaosPipeline, watcher: Watcher, back: float, timeout: float, row: FaultReport) -> float | None:
+        msn = max(self.msn, watcher.last_msn_at(back))
+        row.evidence.update(msn_before=self.msn, msn_at_back=msn)
+        return watcher.advanced_after(back, msn, timeout)
+
+
+class BlockingReload(Probe):
+    """For the api: the first LL-HLS blocking reload it answers (the part after the live edge), so the
+    answer proves it is up, has rebuilt its view of the stream from the log and follows new updates."""
+
+    measured_by = "first blocking reload (_HLS_msn/_HLS_part) the api answers"
+
+    def after(self, p: ChaosPipeline, watcher: Watcher, back: float, timeout: float, row: FaultReport) -> float | None:
+        answers: dict[str, int] = {}
+        end = back + timeout
+        with httpx.Client(timeout=10) as client:
+            while time.monotonic() < end:
+                target = watcher.last_msn + 1
+                try:
+                    res = client.get(f"{p.api}/live/{STREAM}/{WATCH}/playlist.m3u8",
+                                     params={"_HLS_msn": target, "_HLS_part": 0})
+                    outcome = str(res.status_code)
+                except httpx.HTTPError as exc:
+                    res, outcome = None, type(exc).__name__
+                answers[outcome] = answers.get(outcome, 0) + 1
+                if res is not None and res.status_code == 200 and f"{target}.0.m4s" in res.text:
+                    took = time.monotonic() - back
+                    row.evidence.update(answers=answers, blocking_msn=target, answered_ms=wall_ms())
+                    return took
+                time.sleep(0.1)
+        row.evidence.update(answers=answers)
+        return None
+
+
+def analytics_rows(client: Any) -> int:
+    """Rows of the chaos stream in ClickHouse, through the qoe app's analytics endpoint; -1 when it does not answer."""
+    try:
+        res = client.query(f"SELECT count() AS n FROM stream_analytics WHERE stream_id = '{STREAM}'")
+        return int(res[0]["n"])
+    except Exception:  # noqa: BLE001 - the qoe app may be down or still starting
+        return -1
+
+
+class AnalyticsRow(Probe):
+    """For the qoe app: the first row it writes after the restart, as the analytics endpoint answers it."""
+
+    measured_by = "first new ClickHouse row, as the analytics endpoint answers"
+
+    def before(self, p: ChaosPipeline, watcher: Watcher) -> None:
+        from floodlight.analytics import AnalyticsClient
+
+        self.client = AnalyticsClient(p.settings, timeout=5)
+        self.rows_before = analytics_rows(self.client)
+        assert self.rows_before >= 0, "the analytics endpoint does not answer before the fault"
+
+    def after(self, p: ChaosPipeline, watcher: Watcher, back: float, timeout: float, row: FaultReport) -> float | None:
+        end = back + timeout
+        unanswered = 0
+        while time.monotonic() < end:
+            n = analytics_rows(self.client)
+            if n > self.rows_before:
+                took = time.monotonic() - back
+                row.evidence.update(rows_before=self.rows_before, rows_after=n, unanswered_queries=unanswered)
+                return took
+            unanswered += n < 0
+            time.sleep(0.25)
+        row.evidence.update(rows_before=self.rows_before, unanswered_queries=unanswered)
+        return None
+
+
+def ingest_drops(log_dir: Path) -> set[int]:
+    """gop_index of every GOP an ingest's buffer dropped (its JSON log says which)."""
+    out: set[int] = set()
+    for name in ("ingest-primary", "ingest-backup"):
+        path = log_dir / f"{name}.log"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if "buffer full: dropped oldest GOP" not in line:
+                continue
+            try:
+                out.add(int(json.loads(line)["gop_index"]))
+            except (ValueError, KeyError, TypeError):
+                pass
+    return out
+
+
 class BeaconSender(threading.Thread):
     """A player's worth of beacons: batches to the api; a refused or failed batch is retried."""
 
@@ -162,6 +343,7 @@ class BeaconSender(threading.Thread):
         self.accepted = 0
         self.rejected = 0
         self.retries = 0
+        self.posts = 0  # batches posted (answered or not)
         self._halt = threading.Event()
         self._n = 0
 
@@ -185,6 +367,7 @@ class BeaconSender(threading.Thread):
         with httpx.Client(timeout=5) as client:
             batch = self._batch()
             while not self._halt.wait(0.5):
+                self.posts += 1
                 try:
                     res = client.post(f"{self.api}/api/v1/qoe/beacons", json={"beacons": batch})
                 except httpx.HTTPError:
@@ -211,7 +394,13 @@ class ChaosPipeline:
     specs: dict[str, ChildSpec] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
+    stopped: bool = False
+    cleaned_stale: list[str] = field(default_factory=list)
+
     def __post_init__(self) -> None:
+        self.cleaned_stale = clean_stale_runs()
+        (self.tmp / OWNER).write_text(str(os.getpid()))
+        atexit.register(self.stop)  # a run ended by an exception or a signal still unmounts and stops its broker
         self.store_root = self.tmp / "store"
         self.store_root.mkdir(parents=True)
         try:
@@ -269,10 +458,14 @@ class ChaosPipeline:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
     def stop(self) -> None:
-        self.sup.stop_all(grace=10)
-        stack.down(self.settings)
-        if self.mounted:
-            subprocess.run(["umount", "-l", str(self.store_root)], capture_output=True)
+        """Stop every role and the broker, unmount the store; idempotent (the fixture and atexit both call it)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        if hasattr(self, "sup"):
+            self.sup.stop_all(grace=10)
+        _stop_run_dir(self.tmp, self.store_root)
+        (self.tmp / OWNER).unlink(missing_ok=True)
 
     def wait_api(self, timeout: float = 60) -> None:
         end = time.monotonic() + timeout
