@@ -3,6 +3,14 @@
 Large GOPs need every size limit raised together (DESIGN §4): broker message.max.bytes and
 replica.fetch.max.bytes (./run stack), topic max.message.bytes (topics.py), and the client
 limits below. Producers are idempotent with acks=all.
+
+Riding through a leader change (a node killed or restarted, issue 16): librdkafka refreshes metadata
+as soon as a request fails with NOT_LEADER / a dropped connection and retries against the new leader;
+the settings in FAILOVER make each step of that quick — reconnect and retry backoffs capped at 1 s, a
+connection attempt to a dead host given up after 5 s, fetches retried 100 ms after an error, metadata
+re-read every 30 s even when nothing fails. The bootstrap list names every node, so a client can start
+while any one of them is down. The dominant cost is on the broker side: how soon the controller fences
+the dead node (broker.session.timeout.ms, 3 s in the local cluster) and elects new leaders.
 """
 
 from __future__ import annotations
@@ -20,6 +28,17 @@ from schemas.errors import DeadLetterClass, Stage
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 log = logging.getLogger("floodlight.kafka")
 
+FAILOVER: dict[str, Any] = {
+    "reconnect.backoff.ms": 100,
+    "reconnect.backoff.max.ms": 1000,  # librdkafka backs off up to 10 s by default
+    "retry.backoff.ms": 100,
+    "retry.backoff.max.ms": 1000,
+    "socket.connection.setup.timeout.ms": 5000,  # default 30 s against a host that does not answer
+    "socket.keepalive.enable": True,
+    "topic.metadata.refresh.interval.ms": 30_000,  # default 5 min; errors trigger a refresh at once anyway
+    "metadata.max.age.ms": 90_000,
+}
+
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
@@ -29,9 +48,8 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "message.max.bytes": MAX_MESSAGE_BYTES,
         "linger.ms": 5,
         "compression.type": "none",  # media does not compress; spare the CPU
-        "message.timeout.ms": 120_000,
-        # Reconnect quickly after a broker restart (librdkafka backs off up to 10 s by default).
-        "reconnect.backoff.max.ms": 1000,
+        "message.timeout.ms": 120_000,  # a record waits out a whole election (or a broker restart), retried
+        **FAILOVER,
     }
     conf.update(overrides)
     return conf
@@ -50,7 +68,8 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "session.timeout.ms": 10_000,
         "heartbeat.interval.ms": 1_000,
         "max.poll.interval.ms": 300_000,
-        "reconnect.backoff.max.ms": 1000,
+        "fetch.error.backoff.ms": 100,  # default 500 ms before fetching again from a partition's new leader
+        **FAILOVER,
     }
     conf.update(overrides)
     return conf

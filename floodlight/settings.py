@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = Field("", description="Kafka bootstrap servers (default: the local stack's 127.0.0.1:PORT).")
     kafka_port: int = Field(9092, description="Port of the local stack's broker (./run stack).")
+    kafka_nodes: int = Field(
+        1, ge=1, le=9,
+        description="KRaft nodes of the local stack (1, or 3 for a replicated cluster); node i listens on PORT+2(i-1).",
+    )
     topic_prefix: str = Field("floodlight.", description="Prefix of every topic name (tests isolate with it).")
     topic_partitions: int = Field(6, description="Partitions of the partitioned topics (gops, segments, qoe).")
     gops_retention_ms: int = Field(
@@ -140,8 +144,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _local_bootstrap(self) -> Settings:
-        if not self.kafka_bootstrap:
-            self.kafka_bootstrap = f"127.0.0.1:{self.kafka_port}"
+        if not self.kafka_bootstrap:  # every node of the local stack, so a client starts while any one is up
+            self.kafka_bootstrap = ",".join(f"127.0.0.1:{self.kafka_port + 2 * i}" for i in range(self.kafka_nodes))
         return self
 
     def resolved_store_url(self) -> str:

@@ -1,14 +1,16 @@
 """Every Kafka topic of DESIGN §4, in one table, and the admin code that applies it.
 
-`floodlight topics create` creates what is missing and reports drift in what exists;
-running it twice changes nothing.
+`floodlight topics create` creates what is missing and reports drift in what exists (configs,
+partitions, replication); running it twice changes nothing. Replication follows the cluster it is
+applied to (DESIGN §4): replication factor min(3, nodes), and `min.insync.replicas` 2 on three or
+more nodes, so with acks=all a write survives the loss of any one node and a lone node still works.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource, NewTopic
 
 from floodlight.settings import Settings
 
@@ -24,9 +26,44 @@ class TopicSpec:
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    replication: int = 1
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
+def replication_for(nodes: int) -> int:
+    """Replication factor of every topic on a cluster of `nodes` brokers."""
+    return max(1, min(3, nodes))
+
+
+def min_insync_for(nodes: int) -> int:
+    """min.insync.replicas: 2 where three copies exist (one node may be lost or restarting), else 1."""
+    return 2 if replication_for(nodes) >= 3 else 1
+
+
+def known_nodes(md: ClusterMetadata) -> int:
+    """Brokers of the cluster as its metadata knows them: the live ones, and any a replica set still names
+    (a node that is down for a restart is still part of the cluster)."""
+    ids = set(md.brokers)
+    for t in md.topics.values():
+        for part in t.partitions.values():
+            ids.update(part.replicas)
+    return len(ids)
+
+
+def cluster_nodes(settings: Settings, admin: AdminClient | None = None, timeout: float = 30.0) -> int:
+    """Brokers of the cluster at `settings.kafka_bootstrap` (known_nodes of a fresh metadata answer)."""
+    admin = admin or AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    return known_nodes(admin.list_topics(timeout=timeout))
+
+
+def topic_specs(settings: Settings, nodes: int = 1) -> list[TopicSpec]:
+    """The topic table for a cluster of `nodes` brokers."""
+    specs = _table(settings)
+    isr = {"min.insync.replicas": str(min_insync_for(nodes))}
+    return [TopicSpec(s.short, s.key, s.value, s.partitions, {**s.configs, **isr}, s.note, replication_for(nodes))
+            for s in specs]
+
+
+def _table(settings: Settings) -> list[TopicSpec]:
     p = settings.topic_partitions
     return [
         TopicSpec("streams", "stream_id", "StreamRecord", 1,
@@ -63,11 +100,13 @@ class TopicReport:
 def apply_topics(settings: Settings, admin: AdminClient | None = None, timeout: float = 30.0) -> TopicReport:
     """Create missing topics and report where existing ones differ from the table."""
     admin = admin or AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    specs = {settings.topic(s.short): s for s in topic_specs(settings)}
-    existing = admin.list_topics(timeout=timeout).topics
+    md = admin.list_topics(timeout=timeout)
+    nodes = known_nodes(md)
+    specs = {settings.topic(s.short): s for s in topic_specs(settings, nodes=nodes)}
+    existing = md.topics
     report = TopicReport()
     missing = [
-        NewTopic(name, num_partitions=s.partitions, replication_factor=1, config=dict(s.configs))
+        NewTopic(name, num_partitions=s.partitions, replication_factor=s.replication, config=dict(s.configs))
         for name, s in specs.items() if name not in existing
     ]
     if missing:
@@ -92,6 +131,9 @@ def apply_topics(settings: Settings, admin: AdminClient | None = None, timeout: 
             nparts = len(existing[res.name].partitions)
             if nparts != spec.partitions:
                 diffs.append(f"partitions={nparts} (want {spec.partitions})")
+            rf = min((len(p.replicas) for p in existing[res.name].partitions.values()), default=0)
+            if rf < spec.replication:
+                diffs.append(f"replication={rf} (want {spec.replication} on {nodes} nodes)")
             (report.drift.append(f"{res.name}: {', '.join(diffs)}") if diffs else report.unchanged.append(res.name))
     return report
 
@@ -101,11 +143,11 @@ def gop_bytes_per_hour(ladder_kbps_source: int = 8000, audio_kbps: int = 128) ->
     return int((ladder_kbps_source + audio_kbps) * 1000 / 8 * 3600)
 
 
-def describe_rows(settings: Settings) -> list[dict[str, str]]:
+def describe_rows(settings: Settings, nodes: int | None = None) -> list[dict[str, str]]:
     rows = []
-    for s in topic_specs(settings):
+    for s in topic_specs(settings, nodes=settings.kafka_nodes if nodes is None else nodes):
         row = {"topic": settings.topic(s.short), "key": s.key, "value": s.value,
-               "partitions": str(s.partitions), **s.configs}
+               "partitions": str(s.partitions), "replication": str(s.replication), **s.configs}
         if s.short == "gops":
             per_hour = gop_bytes_per_hour()
             hours = settings.gops_retention_ms / 3_600_000

@@ -53,11 +53,12 @@ def topics_describe(as_json: bool = typer.Option(False, "--json")) -> None:
 
 
 @app.command("stack")
-def stack_cmd(action: str = typer.Argument("status", help="up | down | status")) -> None:
-    """The native local stack (one KRaft Kafka node)."""
+def stack_cmd(action: str = typer.Argument("status", help="up | down | status"),
+              nodes: int = typer.Option(0, "--nodes", help="KRaft nodes (default FLOODLIGHT_KAFKA_NODES, 1)")) -> None:
+    """The native local stack: one KRaft Kafka node, or a cluster of N (--nodes 3)."""
     from ops import stack
 
-    raise typer.Exit(stack.main([action]))
+    raise typer.Exit(stack.main([action, *(["--nodes", str(nodes)] if nodes else [])]))
 
 
 def register_commands(target: typer.Typer) -> None:

@@ -205,6 +205,16 @@ class _PartitionEvent:
         self.message = SimpleNamespace(topic=topic, partition=partition)
 
 
+def changelog_replication(settings: Settings) -> int:
+    """Replication of the app's changelog topics: like every topic (floodlight.topics), from the cluster."""
+    from floodlight.topics import cluster_nodes, replication_for
+
+    try:
+        return replication_for(cluster_nodes(settings, timeout=10))
+    except Exception:  # noqa: BLE001 - broker not up yet: the local stack's node count
+        return replication_for(settings.kafka_nodes)
+
+
 def build_app(settings: Settings, service: QoeService) -> faust.App:
     """The Faust app; its id (and so its consumer groups and changelog topics) follows the topic prefix."""
     app_id = f"{settings.topic_prefix}qoe"
@@ -216,11 +226,15 @@ def build_app(settings: Settings, service: QoeService) -> faust.App:
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
-        topic_replication_factor=1,
+        topic_replication_factor=changelog_replication(settings),
         topic_partitions=settings.topic_partitions,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=10.0,  # a killed member is replaced within seconds, not faust's default 60 s
         broker_heartbeat_interval=1.0,
+        # a leader change: aiokafka re-reads metadata on NOT_LEADER / a dropped connection at once (retrying
+        # every 100 ms); a periodic refresh every 30 s (default 5 min) also catches leaders moving back
+        consumer_metadata_max_age_ms=30_000,
+        producer_metadata_max_age_ms=30_000,
         producer_acks=-1,
         table_cleanup_interval=3600.0,
         key_serializer="json",
