@@ -296,13 +296,19 @@ def prepare(settings: Settings, *, port: int | None = None, origin: str | None =
     vcl = prefix / "edge.vcl"
     vcl.write_text(render_vcl(origins=origins_of(settings, origin), country=settings.edge_country,
                               geo_header=settings.api_geo_header))
+    return prefix, varnishd_command(prefix, vcl, _listen(host, port or settings.edge_port),
+                                    settings.edge_cache_max_size)
+
+
+def varnishd_command(prefix: Path, vcl: Path, listen: str, storage: str = "256m") -> list[str]:
+    """varnishd in the foreground with its working directory (shared memory log) under `prefix`."""
     workdir = prefix / "varnish"
     shutil.rmtree(workdir, ignore_errors=True)  # a previous run's shared memory log
-    cmd = [varnishd_binary(), "-F", "-n", str(workdir), "-a", _listen(host, port or settings.edge_port),
-           "-f", str(vcl), "-s", f"malloc,{settings.edge_cache_max_size}", "-j", _jail(prefix)]
+    cmd = [varnishd_binary(), "-F", "-n", str(workdir), "-a", listen, "-f", str(vcl), "-s", f"malloc,{storage}",
+           "-j", _jail(prefix)]
     for k, v in PARAMS.items():
         cmd += ["-p", f"{k}={v}"]
-    return prefix, cmd
+    return cmd
 
 
 def check(cmd: list[str]) -> None:
@@ -319,6 +325,11 @@ def start_edge(settings: Settings, *, port: int | None = None, origin: str | Non
     """Start varnishd in the foreground as a child process: our own VCL, working directory, port and
     storage under `prefix`; no system service is used or touched. `origin`: "host:port[,host:port...]"."""
     prefix, cmd = prepare(settings, port=port, origin=origin, prefix=prefix, host=host)
+    return start_varnishd(prefix, cmd)
+
+
+def start_varnishd(prefix: Path, cmd: list[str]) -> subprocess.Popen[bytes]:
+    """Run `cmd` (varnishd_command) as a child that dies with us; its output goes to prefix/varnishd.log."""
     log_file = open(prefix / "varnishd.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -9,8 +9,12 @@
    rounds (sample quantiles, interpolated), and the api's own notify time (write -> update received)
    from every raw observation, not from histogram buckets.
    Anchor: the same clients' latency for a plain GET of an existing playlist in the same run.
-2. Playlist requests/s through the nginx edge (cached, max-age=1) vs the same nginx serving the same
-   playlist file statically: ratio edge/static, in one run.
+   Then the same herd through the Varnish edge (api/edge.py), together with as many clients holding the
+   hinted next part: wake-up p50/p99 of both after the write (ratio to direct printed) and the requests
+   that reached the origin per round (varnishstat MAIN.backend_req: one per playlist version and one per
+   part is the target).
+2. Playlist requests/s through the edge (cached, max-age=1) vs nginx serving the same playlist file
+   statically: ratio edge/static, in one run.
 3. QoE beacons accepted/s by one api process (batches of 100) vs validate+encode+produce in-process.
 Needs the local stack's broker (./run stack up).
 """
@@ -72,9 +76,68 @@ def _clients_main(port: int, path: str, n: int) -> None:
         print(f"{status},{done:.6f}")
 
 
+class _HerdClient(asyncio.Protocol):
+    """One client of a herd as a bare protocol (no stream reader, no coroutine): it stamps the moment its
+    response is complete (Content-Length reached, or the server closed), so a herd of thousands woken at
+    once is timed by the server, not by the client's own queue of callbacks."""
+
+    def __init__(self, request: bytes, done: asyncio.Future[tuple[int, float]]) -> None:
+        self.request, self.done, self.buf, self.need = request, done, b"", -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if self.need < 0 and b"\r\n\r\n" in self.buf:
+            head, _, _ = self.buf.partition(b"\r\n\r\n")
+            for line in head.split(b"\r\n")[1:]:
+                if line[:15].lower() == b"content-length:":
+                    self.need = len(head) + 4 + int(line[15:])
+        if 0 <= self.need <= len(self.buf):
+            self._finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            status = int(self.buf.split(b" ", 2)[1]) if self.buf.startswith(b"HTTP/") else 0
+            self.done.set_result((status, time.time()))
+
+
+def _herd_main(port: int, path: str, n: int) -> None:
+    """Subprocess entry, like _clients_main but on uvloop with bare protocols (see _HerdClient): n concurrent
+    GETs, each on its own connection; prints status,completion-wallclock per line after a start marker."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+
+    async def run() -> list[tuple[int, float]]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for _ in range(n):
+            fut: asyncio.Future[tuple[int, float]] = loop.create_future()
+            await loop.create_connection(lambda f=fut: _HerdClient(request, f), "127.0.0.1", port)  # type: ignore[misc]
+            futures.append(fut)
+        return list(await asyncio.wait_for(asyncio.gather(*futures), 120))
+
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[standard]
+        runner = asyncio.run
+    print(f"0,{time.time():.6f}")  # start marker
+    for status, done in runner(run()):
+        print(f"{status},{done:.6f}")
+
+
 def clients_in_subprocess(port: int, path: str, n: int) -> subprocess.Popen[str]:
     """The clients run in their own process so they do not share a GIL with the api."""
-    code = f"from bench.origin import _clients_main; _clients_main({port}, {path!r}, {n})"
+    code = f"from bench.origin import _herd_main; _herd_main({port}, {path!r}, {n})"
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
 
 
@@ -130,10 +193,15 @@ def main(argv: list[str] | None = None) -> int:
           f"ratio p99 wake/anchor {wake['p99'] / max(wake['anchor_p99'], 0.001):.2f})")
     print(f"  api notified (playlist written -> update in the api loop), {wake['notify_n']} updates: "
           f"p50 {wake['notify_p50']:.1f} ms  p99 {wake['notify_p99']:.1f} ms")
-    print(f"  through the nginx edge (one origin request, the herd waits on proxy_cache_lock): "
-          f"p50 {wake['edge_p50']:.1f} ms  p99 {wake['edge_p99']:.1f} ms")
-    print(f"playlist req/s: edge (proxy_cache) {rps['edge']:.0f}/s  vs nginx static {rps['static']:.0f}/s  "
-          f"ratio {rps['edge'] / rps['static']:.2f}  (direct api, uncached: {rps['api']:.0f}/s)")
+    print(f"  through the Varnish edge (herd parked on its waiting list): playlist p50 {wake['edge_p50']:.1f} ms  "
+          f"p99 {wake['edge_p99']:.1f} ms (ratio p99 edge/direct {wake['edge_p99'] / max(wake['p99'], 0.001):.2f}); "
+          f"hinted part p50 {wake['edge_part_p50']:.1f} ms  p99 {wake['edge_part_p99']:.1f} ms")
+    print(f"  origin requests per round through the edge (playlist + part herds of {args.clients} each): "
+          f"{wake['edge_origin']} (target 2: one per playlist version, one per part); "
+          f"part requests at the origin {[int(x) for x in wake['edge_parts']]}")
+    print(f"playlist req/s: edge (cached) {rps['edge']:.0f}/s  vs the same Varnish serving the file statically "
+          f"{rps['varnish_static']:.0f}/s  ratio {rps['edge'] / rps['varnish_static']:.2f};  vs nginx static "
+          f"{rps['static']:.0f}/s  ratio {rps['edge'] / rps['static']:.2f}  (direct api, uncached: {rps['api']:.0f}/s)")
     print(f"beacons accepted/s through POST /api/v1/qoe/beacons (batches of 100): {beacons['api']:.0f}/s  vs "
           f"validate+encode+produce in-process {beacons['anchor']:.0f}/s  "
           f"ratio {beacons['api'] / beacons['anchor']:.2f}")
@@ -190,6 +258,9 @@ def run_wake(s: object, clients: int, rounds: int, tmp_dir: Path) -> dict[str, f
     notify: list[float] = []  # every raw WAKE_LATENCY observation of this run, in ms
     anchor: list[float] = []
     edge_lat: list[float] = []
+    edge_part_lat: list[float] = []  # the hinted next part, held by the same edge
+    edge_origin: list[int] = []  # requests the edge sent to the origin, per round (playlist + part)
+    edge_parts: list[float] = []  # part requests that reached the origin, per round
     try:
         msn, part, version = 10, 0, 0
         observe = metrics.WAKE_LATENCY.observe
@@ -231,28 +302,43 @@ def run_wake(s: object, clients: int, rounds: int, tmp_dir: Path) -> dict[str, f
             # anchor: the same number of clients fetching the (now existing) playlist without blocking
             t0, got = _results(clients_in_subprocess(srv.port, "/live/bench/720p/playlist.m3u8", clients))
             anchor += [(done - t0) * 1000 for _s, done in got]
-        # the same herd through the nginx edge: one origin request, nginx serves the rest from its cache
-        from api.edge import start_edge
+        # the same herd through the edge: one origin request, the edge serves the rest from its cache
+        from api.edge import edge_stats, start_edge
         from api.server import free_port
 
         edge_port = free_port()
         edge = start_edge(s, port=edge_port, origin=f"127.0.0.1:{srv.port}", prefix=tmp_dir / "wake-edge")  # type: ignore[arg-type]
         try:
-            time.sleep(0.5)  # nginx start-up (bench only)
-            for _ in range(rounds):
+            _wait_up(edge_port)  # varnishd compiles its VCL at start (bench only)
+            for rnd in range(rounds + 1):  # round 0 warms up (varnishd grows its worker threads): not counted
                 nxt = part + 1
                 path = f"/live/bench/720p/playlist.m3u8?_HLS_msn={msn}&_HLS_part={nxt}"
                 base_blocked = metrics.BLOCKED._value.get()
+                stats0 = edge_stats(tmp_dir / "wake-edge")
+                parts0 = metrics.ORIGIN_MEDIA.labels("part")._value.get()
+                authz0 = _api_requests("edge")  # token verdicts (/edge/authz): not playlist or media fetches
                 proc = clients_in_subprocess(edge_port, path, clients)
+                part_proc = clients_in_subprocess(edge_port, f"/live/bench/720p/{msn}.{nxt}.m4s", clients)
                 t_end = time.monotonic() + 60
-                while metrics.BLOCKED._value.get() - base_blocked < 1 and time.monotonic() < t_end:
+                while metrics.BLOCKED._value.get() - base_blocked < 2 and time.monotonic() < t_end:
                     time.sleep(0.02)
-                time.sleep(2.0)  # bench only: let the rest of the herd reach nginx's cache lock
+                # bench only: until the rest of both herds is parked on the edge's waiting lists
+                _wait_parked(tmp_dir / "wake-edge", stats0.get("MAIN.busy_sleep", 0) + 2 * (clients - 1))
+                store.put(f"live/bench/720p/{msn}.{nxt}.m4s", b"part")  # media first, as the packager does
                 written = publish(msn, nxt)
                 _start, results = _results(proc)
+                _pstart, part_results = _results(part_proc)
                 assert all(r[0] == 200 for r in results), {r[0] for r in results}
-                edge_lat += [(done - written) * 1000 for _s, done in results]
+                assert all(r[0] == 200 for r in part_results), {r[0] for r in part_results}
+                stats1 = edge_stats(tmp_dir / "wake-edge")
+                authz = _api_requests("edge") - authz0
                 part = nxt
+                if rnd == 0:
+                    continue
+                edge_lat += [(done - written) * 1000 for _s, done in results]
+                edge_part_lat += [(done - written) * 1000 for _s, done in part_results]
+                edge_origin.append(int(stats1["MAIN.backend_req"] - stats0["MAIN.backend_req"] - authz))
+                edge_parts.append(metrics.ORIGIN_MEDIA.labels("part")._value.get() - parts0)
         finally:
             edge.terminate()
             edge.wait(10)
@@ -262,7 +348,44 @@ def run_wake(s: object, clients: int, rounds: int, tmp_dir: Path) -> dict[str, f
     return {"p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat),
             "anchor_p50": pct(anchor, 50), "anchor_p99": pct(anchor, 99),
             "notify_n": len(notify), "notify_p50": pct(notify, 50), "notify_p99": pct(notify, 99),
-            "edge_p50": pct(edge_lat, 50), "edge_p99": pct(edge_lat, 99)}
+            "edge_p50": pct(edge_lat, 50), "edge_p99": pct(edge_lat, 99),
+            "edge_part_p50": pct(edge_part_lat, 50), "edge_part_p99": pct(edge_part_lat, 99),
+            "edge_origin": edge_origin, "edge_parts": edge_parts}
+
+
+def _wait_up(port: int, limit_s: float = 30.0) -> None:
+    """Until something answers HTTP on the port (varnishd compiles its VCL at start; bench only)."""
+    import http.client
+
+    end = time.monotonic() + limit_s
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def _api_requests(kind: str) -> float:
+    """Responses the in-process api gave for one path kind (all statuses)."""
+    from api import metrics
+
+    return sum(x.value for x in metrics.REQUESTS.collect()[0].samples
+               if x.name.endswith("_total") and x.labels.get("kind") == kind)
+
+
+def _wait_parked(prefix: Path, busy_sleep: int, limit_s: float = 30.0) -> None:
+    """Until the edge has parked `busy_sleep` requests in total on waiting lists (varnishstat; bench only)."""
+    from api.edge import edge_stats
+
+    end = time.monotonic() + limit_s
+    while edge_stats(prefix, "MAIN.busy_sleep").get("MAIN.busy_sleep", 0) < busy_sleep and time.monotonic() < end:
+        time.sleep(0.05)
 
 
 async def _hammer(port: int, path: str, seconds: float, concurrency: int) -> float:
@@ -369,7 +492,7 @@ def run_beacons(s: object, seconds: float, concurrency: int) -> dict[str, float]
 
 
 def run_rps(s: object, tmp: Path, seconds: float, concurrency: int) -> dict[str, float]:
-    from api.edge import nginx_binary, start_edge
+    from api.edge import nginx_binary, start_edge, start_varnishd, varnishd_command
     from api.server import free_port
 
     srv, _producer, store = _fixture(s)
@@ -387,15 +510,35 @@ http {{ access_log off; keepalive_requests 100000; types {{ application/vnd.appl
     location / {{ add_header Cache-Control "public, max-age=1"; }} }} }}
 """)
     static = subprocess.Popen([nginx_binary(), "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "static.err")])
+    # the edge's own server serving the same file with no cache and no origin: Varnish answering from
+    # std.fileread (read once, kept in memory) - the anchor of "cached vs the same server, static"
+    vstatic_port = free_port()
+    (tmp / "vstatic").mkdir()
+    vcl = tmp / "vstatic" / "static.vcl"
+    vcl.write_text(f"""vcl 4.1;
+import std;
+backend none {{ .host = "127.0.0.1"; .port = "9"; }}
+sub vcl_recv {{ return (synth(200)); }}
+sub vcl_synth {{
+  set resp.http.Content-Type = "application/vnd.apple.mpegurl";
+  set resp.http.Cache-Control = "public, max-age=1";
+  set resp.body = std.fileread("{static_root / 'playlist.m3u8'}");
+  return (deliver);
+}}
+""")
+    vstatic = start_varnishd(tmp / "vstatic", varnishd_command(tmp / "vstatic", vcl, f"127.0.0.1:{vstatic_port}"))
     edge = start_edge(s, port=edge_port, origin=f"127.0.0.1:{srv.port}", prefix=tmp / "edge")  # type: ignore[arg-type]
     try:
-        time.sleep(0.5)  # nginx start-up; both are checked by the first request of the run below
+        _wait_up(edge_port)
+        _wait_up(static_port)
+        _wait_up(vstatic_port)
         path = "/live/bench/720p/playlist.m3u8"
         return {"edge": _rps_in_subprocess(edge_port, path, seconds, concurrency),
+                "varnish_static": _rps_in_subprocess(vstatic_port, path, seconds, concurrency),
                 "static": _rps_in_subprocess(static_port, path, seconds, concurrency),
                 "api": _rps_in_subprocess(srv.port, path, min(seconds, 3.0), concurrency)}
     finally:
-        for p in (static, edge):
+        for p in (static, edge, vstatic):
             p.terminate()
             p.wait(10)
         srv.stop()

@@ -47,6 +47,7 @@ class DemoOptions:
     ladder: list[dict[str, Any]] | None = None  # None = the default ladder
     edge: bool = True
     gop_seconds: float | None = None
+    api_processes: int = 1  # api processes on api_port, api_port+1, ...; the edge balances over them
     dvr_window_s: int = 600
     duration: float | None = None
 
@@ -108,10 +109,13 @@ def plan_children(settings: Settings, opts: DemoOptions, python: str = sys.execu
     env = settings_env(settings)
     children = [
         ChildSpec("qoe", [*fl, "qoe"], env),
-        ChildSpec("api", [*fl, "api", "--host", settings.api_host, "--port", str(settings.api_port)], env),
     ]
+    for i, port in enumerate(api_ports(settings, opts)):
+        children.append(ChildSpec("api" if i == 0 else f"api-{i + 1}",
+                                  [*fl, "api", "--host", settings.api_host, "--port", str(port)], env))
     if opts.edge:
-        children.append(ChildSpec("edge", [*fl, "edge", "--port", str(settings.edge_port)], env))
+        origins = ",".join(f"{settings.api_host}:{p}" for p in api_ports(settings, opts))
+        children.append(ChildSpec("edge", [*fl, "edge", "--port", str(settings.edge_port), "--origin", origins], env))
     children.append(ChildSpec("packager", [*fl, "packager"], env))
     for i in range(opts.encoders):
         children.append(ChildSpec(f"encoder-{i + 1}", [*fl, "encoder"], env))
@@ -120,6 +124,11 @@ def plan_children(settings: Settings, opts: DemoOptions, python: str = sys.execu
         ingest += ["--gop-seconds", str(opts.gop_seconds)]
     children.append(ChildSpec("ingest", ingest, env))
     return children
+
+
+def api_ports(settings: Settings, opts: DemoOptions) -> list[int]:
+    """One port per api process, from FLOODLIGHT_API_PORT up (each process follows floodlight.manifests)."""
+    return [settings.api_port + i for i in range(max(1, opts.api_processes))]
 
 
 def base_url(settings: Settings, opts: DemoOptions) -> str:
@@ -454,7 +463,8 @@ class Demo:
 
     def prepare(self) -> None:
         s = self.settings
-        busy = [f"{n} {p}" for n, p in (("api", s.api_port), ("edge", s.edge_port), ("qoe", s.qoe_port))
+        busy = [f"{n} {p}" for n, p in (*(("api", p) for p in api_ports(s, self.opts)), ("edge", s.edge_port),
+                                        ("qoe", s.qoe_port))
                 if (n != "edge" or self.opts.edge) and not port_free(p)]
         if busy:
             raise RuntimeError(f"ports in use ({', '.join(busy)}): is another demo running? "

@@ -17,7 +17,9 @@ def demo(
     encoders: int = typer.Option(2, "--encoders", help="Encoder group members."),
     ladder: str = typer.Option("default", "--ladder",
                                help="default (1080p..240p), small (360p/240p/144p) or name:WxH:kbps,..."),
-    edge: bool = typer.Option(True, "--edge/--no-edge", help="Serve players through the nginx edge."),
+    edge: bool = typer.Option(True, "--edge/--no-edge", help="Serve players through the Varnish edge."),
+    api_processes: int = typer.Option(1, "--api-processes",
+                                      help="api processes (ports FLOODLIGHT_API_PORT, +1, ...) behind the edge."),
     gop_seconds: float = typer.Option(None, "--gop-seconds", help="GOP length (default by latency mode)."),
 ) -> None:
     """Run a live event: ingest -> encoders -> packager -> api (+ edge), QoE app; prints the player URL."""
@@ -28,6 +30,8 @@ def demo(
         raise typer.BadParameter("--latency must be low or standard")
     if encoders < 1:
         raise typer.BadParameter("--encoders must be >= 1")
+    if api_processes < 1:
+        raise typer.BadParameter("--api-processes must be >= 1")
     if duration is not None and duration <= 0:
         raise typer.BadParameter("--duration must be > 0")
     try:
@@ -35,5 +39,5 @@ def demo(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     opts = DemoOptions(stream_id=stream, source=source, latency=latency, encoders=encoders, ladder=rungs,
-                       edge=edge, gop_seconds=gop_seconds, duration=duration)
+                       edge=edge, gop_seconds=gop_seconds, duration=duration, api_processes=api_processes)
     raise typer.Exit(main(get_settings(), opts))
