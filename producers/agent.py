@@ -33,6 +33,7 @@ GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # 4 s segments put HOLD-BAC
 PRESET_BY_MODE = {"LOW": "ultrafast", "STANDARD": "veryfast"}
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_SOURCE = 0, 2, 3, 4
+NORMALIZE_MODES = ("auto", "always", "never")
 
 
 @dataclass
@@ -40,13 +41,19 @@ class AgentConfig:
     stream_id: str
     source: str
     ingest_id: str = "primary"
-    normalize: bool = False
+    normalize: str | bool = "auto"  # auto | always | never (True = always, False = never)
     gop_seconds: float | None = None
     duration: float | None = None
     use_registry: bool = True
     status_interval: float = 5.0
     preset: str | None = None  # venue x264 preset (testsrc, --normalize); default: ultrafast
     buffer_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.normalize, bool):
+            self.normalize = "always" if self.normalize else "never"
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, not {self.normalize!r}")
 
 
 class AgentError(FloodlightError):
@@ -68,6 +75,7 @@ class IngestAgent:
         self.media_seconds = 0.0
         self.refusals: deque[str] = deque(maxlen=200)  # the latest reasons; a flood of refusals stays bounded
         self.source: Source | None = None
+        self.auto: Any = None  # producers.encode.auto.AutoNormalize with --normalize auto
 
     # --- set-up -------------------------------------------------------------------------------
     def _load_record(self) -> None:
@@ -124,6 +132,12 @@ class IngestAgent:
         except AgentError as exc:
             print(f"floodlight ingest: {exc}", file=sys.stderr)
             return exc.code
+        if self.cfg.normalize == "auto":
+            from producers.encode.auto import AutoNormalize
+            from producers.encode.normalize import NormalizeSpec
+
+            self.auto = AutoNormalize(NormalizeSpec(self.gop_seconds(), self.cfg.preset or "ultrafast", mode="auto"),
+                                      on_switch=self._on_switch, on_event=self._on_event)
         self.publisher = GopPublisher(self.settings, buffer_seconds=self.cfg.buffer_seconds,
                                       on_published=self.stats.published_one,
                                       on_dropped=self.stats.dropped_one,
@@ -172,11 +186,12 @@ class IngestAgent:
 
     def _chunker_for(self, info: StreamInfo) -> GopChunker:
         gop_ticks = info.gop_ticks  # None for natural feeds: learnt from the feed (--gop-seconds sets ours)
-        idr = None if info.produced_here else (lambda data, ls=info.length_size: h264.has_idr(data, ls))
+        strict = not info.produced_here and self.cfg.normalize == "never"  # auto judges GOPs after the chunker
+        idr = (lambda data, ls=info.length_size: h264.has_idr(data, ls)) if strict else None
         return GopChunker(
             self.cfg.stream_id, self.cfg.ingest_id, info.video, info.audio, info.time_base, info.audio_time_base,
             gop_ticks=gop_ticks, grid=info.produced_here, wrap_bits=info.wrap_bits,
-            check_regular=not info.produced_here, idr_check=idr, on_event=self._on_event,
+            check_regular=strict, idr_check=idr, on_event=self._on_event,
             clock_ms=lambda: int(time.time() * 1000), max_gop_bytes=MAX_MESSAGE_BYTES,
             max_gop_seconds=max(self.settings.ingest_max_gop_seconds, 1.5 * self.gop_seconds()))
 
@@ -197,10 +212,12 @@ class IngestAgent:
         log.info("feed session", extra={"stream_id": self.cfg.stream_id, "source": info.label,
                                         "width": info.video.get("width"), "height": info.video.get("height"),
                                         "codec": info.video.get("codec"), "audio": bool(info.audio)})
+        self._normalize_reason(info)
         ch = self.chunker
-        if ch is None or ch.tb != info.time_base or ch.atb != (info.audio_time_base or info.time_base):
+        if ch is None or ch.tb != info.time_base or ch.atb != (info.audio_time_base or info.time_base) or (
+                ch.indexer.grid != info.produced_here):
             if ch is not None:
-                self._submit(ch.flush())
+                self._submit(ch.flush(), final=True)
                 indexer = ch.indexer
                 new = self._chunker_for(info)
                 new.indexer = indexer  # identities continue across reconnects
@@ -210,20 +227,50 @@ class IngestAgent:
                 ch = self._chunker_for(info)
             self.chunker = ch
         elif _params_key(ch.video) != _params_key(info.video) or _params_key(ch.audio) != _params_key(info.audio):
-            self._submit(ch.change_params(info.video, info.audio, "new session with different coding parameters"))
+            self._submit(ch.change_params(info.video, info.audio, "new session with different coding parameters"),
+                         final=True)
+        if self.auto is not None:
+            self.auto.begin(ch, info.produced_here)
         try:
             for item in session.items:
                 if isinstance(item, ParamsChange):
-                    self._submit(ch.change_params(item.video, item.audio, item.reason))
+                    self._submit(ch.change_params(item.video, item.audio, item.reason), final=True)
                     continue
                 self._submit(ch.push(item))
                 if self._done():
                     break
         finally:
-            self._submit(ch.flush())
+            self._submit(ch.flush(), final=True)
+            if self.auto is not None:
+                self._submit(self.auto.end_session(), judged=True)
+            self.stats.normalize_ended()  # the next session is judged afresh (and says so again)
 
-    def _submit(self, gops: list[dict[str, Any]]) -> None:
+    # --- --normalize auto ----------------------------------------------------------------------
+    def _normalize_reason(self, info: StreamInfo) -> None:
+        """A session re-encoded whole (codec, --normalize always) says so, once per session."""
+        if info.normalize_reason:
+            self._normalizing("always" if self.cfg.normalize == "always" else "codec", info.normalize_reason)
+
+    def _on_switch(self, decision: Any) -> None:
+        self.stats.discontinuity()  # a switch is a discontinuity at a GOP boundary (new epoch)
+        self._normalizing(decision.verdict.kind if decision.normalize else None, decision.verdict.reason)
+
+    def _normalizing(self, kind: str | None, reason: str) -> None:
+        if kind == self.stats.normalize_kind:
+            return
+        extra = {"stream_id": self.cfg.stream_id, "ingest_id": self.cfg.ingest_id, "reason_kind": kind}
+        if kind is not None:
+            log.warning("re-encoding the feed at the venue: %s", reason, extra=extra)
+        else:
+            log.warning("feed conforms again, passing it through untouched: %s", reason, extra=extra)
+        self.stats.normalizing(kind, reason)
+
+    def _submit(self, gops: list[dict[str, Any]], final: bool = False, judged: bool = False) -> None:
+        """Hand GOPs to the publisher; with --normalize auto they are judged (and maybe re-encoded) first.
+        `final`: ended by the end of a session or timeline, not by a keyframe."""
         assert self.publisher is not None
+        if self.auto is not None and not judged:
+            gops = self.auto.feed(gops, final=final)
         for g in gops:
             if self.cfg.duration is not None and self.media_seconds >= self.cfg.duration - 1e-6:
                 return

@@ -17,8 +17,12 @@ def ingest_cmd(
                                         "rtmp://0.0.0.0:1935/live/{stream_key} | srt://0.0.0.0:9000?streamid=... | "
                                         "tcp://HOST:PORT | udp://HOST:PORT")],
     ingest_id: Annotated[str, typer.Option("--ingest-id", help="primary | backup")] = "primary",
-    normalize: Annotated[bool, typer.Option("--normalize", help="re-encode to fixed closed GOPs (libx264 + AAC)")
-                         ] = False,
+    normalize: Annotated[str, typer.Option(
+        "--normalize", help="auto (default): pass a conforming feed (H.264 + AAC, closed regular GOPs) through "
+        "untouched and re-encode one that is not (open GOPs, B-frames across GOPs, scene-cut or long GOPs, HEVC), "
+        "switching back when it conforms; always: re-encode every feed to fixed closed GOPs (libx264 + AAC); "
+        "never: refuse a feed that does not conform")] = "auto",
+    no_normalize: Annotated[bool, typer.Option("--no-normalize", help="same as --normalize never")] = False,
     gop_seconds: Annotated[float | None, typer.Option("--gop-seconds", help="GOP length of testsrc/--normalize "
                                                       "(default by latency mode: LOW 1 s, STANDARD 2 s)")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="stop after this many media seconds")] = None,
@@ -40,6 +44,10 @@ def ingest_cmd(
 
     if not ids.is_ingest_id(ingest_id):
         raise typer.BadParameter("--ingest-id: primary, backup or another [a-z0-9-] name of up to 32")
+    if normalize not in ("auto", "always", "never"):
+        raise typer.BadParameter(f"--normalize: auto, always or never, not {normalize!r}")
+    if no_normalize:
+        normalize = "never"
     s = get_settings()
     setup_logging("ingest", s.log_level, s.log_format)
     serve_metrics("ingest", s.metrics_port)

@@ -51,6 +51,7 @@ class StreamInfo:
     gop_ticks: int | None = None  # known GOP duration (ours) in video ticks
     produced_here: bool = False  # testsrc / --normalize: closed, regular GOPs by construction
     label: str = ""
+    normalize_reason: str | None = None  # why this session is re-encoded whole (codec, --normalize always)
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""--normalize: re-encode any feed at the venue to closed, fixed GOPs (libx264) + AAC 48 kHz stereo.
+"""Re-encode a whole session at the venue to closed, fixed GOPs (libx264) + AAC 48 kHz stereo:
+every session with --normalize always; with auto, a session that is not H.264 + AAC (an H.264 feed
+is re-encoded GOP by GOP, only where it does not conform: `producers.encode.auto`).
 
 GOP boundaries fall on multiples of the GOP duration of the *source* timeline (PTS rescaled to
 1/90000), so two agents normalizing the same feed cut at the same instants and give the same
@@ -27,6 +29,7 @@ class NormalizeSpec:
     gop_seconds: float
     preset: str = "ultrafast"
     threads: int = 0
+    mode: str = "always"  # always: every session re-encoded; auto: only what does not conform
 
     @property
     def gop_ticks(self) -> int:
@@ -62,10 +65,10 @@ class Normalizer:
     def _encoder(self, w: int, h: int) -> VideoGopEncoder:
         return VideoGopEncoder(w - w % 2, h - h % 2, self.fps, preset=self.spec.preset, threads=self.spec.threads)
 
-    def info(self, label: str) -> StreamInfo:
+    def info(self, label: str, reason: str | None = None) -> StreamInfo:
         return StreamInfo(self.venc.params(), self.aenc.params() if self.aenc else None, VIDEO_TB,
                           Fraction(1, SAMPLE_RATE) if self.aenc else None, gop_ticks=self.spec.gop_ticks,
-                          produced_here=True, label=label + " (normalized)")
+                          produced_here=True, label=label + " (normalized)", normalize_reason=reason)
 
     def run(self, packets: Iterator[tuple[Any, int, int]]) -> Iterator[Any]:
         import av

@@ -27,6 +27,11 @@ DISCONTINUITIES = Counter("floodlight_ingest_discontinuities_total", "New epochs
 BAD_INPUT = Counter("floodlight_ingest_bad_input_total", "Refused or unreadable input, by kind.",
                     (*LABELS, "kind"))
 SESSIONS = Counter("floodlight_ingest_sessions_total", "Feed sessions opened (connections, files).", LABELS)
+NORMALIZING = Gauge("floodlight_ingest_normalizing", "1 while the feed is re-encoded at the venue, by reason "
+                    "(open_gop, irregular_gop, long_gop, codec, always).", (*LABELS, "reason"))
+NORMALIZE_SWITCHES = Counter("floodlight_ingest_normalize_switches_total", "Switches between passing the feed "
+                             "through and re-encoding it (to=normalize|passthrough), by reason.",
+                             (*LABELS, "to", "reason"))
 
 
 class IngestStats:
@@ -43,6 +48,8 @@ class IngestStats:
         self._lat: deque[float] = deque(maxlen=200)
         self._rate: deque[tuple[float, int]] = deque(maxlen=8)  # (seconds of media, bytes)
         self.recent_indices: deque[int] = deque(maxlen=10_000)  # chunked gop_index values (tests, debugging)
+        self.normalize_kind: str | None = None  # why the feed is re-encoded now (None: passed through)
+        self.normalize_switches: deque[tuple[str | None, str]] = deque(maxlen=200)  # (kind, or None: back; reason)
         self._lock = threading.Lock()
 
     def chunk(self, gop: dict[str, Any]) -> None:
@@ -84,6 +91,25 @@ class IngestStats:
     def session(self) -> None:
         SESSIONS.labels(**self.labels).inc()
 
+    def normalizing(self, kind: str | None, reason: str) -> None:
+        """The feed is now re-encoded for `kind` (open_gop, codec, ...), or passed through (None)."""
+        with self._lock:
+            before, self.normalize_kind = self.normalize_kind, kind
+            self.normalize_switches.append((kind, reason))
+        if before is not None:
+            NORMALIZING.labels(**self.labels, reason=before).set(0)
+        if kind is not None:
+            NORMALIZING.labels(**self.labels, reason=kind).set(1)
+        NORMALIZE_SWITCHES.labels(**self.labels, to="normalize" if kind else "passthrough",
+                                  reason=kind or before or "").inc()
+
+    def normalize_ended(self) -> None:
+        """The session that was re-encoded ended: nothing is re-encoded now (not a switch)."""
+        with self._lock:
+            before, self.normalize_kind = self.normalize_kind, None
+        if before is not None:
+            NORMALIZING.labels(**self.labels, reason=before).set(0)
+
     def line(self, queued: int, queued_s: float) -> str:
         with self._lock:
             lat = sorted(self._lat)
@@ -92,7 +118,8 @@ class IngestStats:
             rate = 8 * sum(b for _, b in self._rate) / total_s / 1e6 if total_s else 0.0
             return (f"[ingest {self.stream_id}/{self.ingest_id}] gops chunked={self.chunked} "
                     f"published={self.published} last={self.last_index} queue={queued} ({queued_s:.1f}s) "
-                    f"dropped={self.dropped} in={rate:.2f} Mbit/s publish p50={p50:.0f} ms")
+                    f"dropped={self.dropped} in={rate:.2f} Mbit/s publish p50={p50:.0f} ms"
+                    + (f" re-encoding ({self.normalize_kind})" if self.normalize_kind else ""))
 
 
 def gop_bytes(gop: dict[str, Any]) -> int:

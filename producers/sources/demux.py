@@ -1,8 +1,9 @@
 """Anything FFmpeg demuxes: files and URLs, TCP/UDP MPEG-TS, and the private side of RTMP and SRT.
 
-Without --normalize the packets pass through untouched, so the feed must already be H.264 + AAC;
-every in-band SPS change becomes a ParamsChange (resolution switch -> new epoch). With it, the
-Normalizer re-encodes the demuxed packets on a fixed GOP grid.
+An H.264 + AAC feed passes through untouched (--normalize auto or never); every in-band SPS change
+becomes a ParamsChange (resolution switch -> new epoch). Another codec is re-encoded by the
+Normalizer on a fixed GOP grid with auto (the reason travels in StreamInfo.normalize_reason) and
+refused with never; --normalize always re-encodes every feed.
 """
 
 from __future__ import annotations
@@ -136,19 +137,19 @@ class DemuxSource:
         vs = container.streams.video[0]
         aus = container.streams.audio[0] if container.streams.audio else None
         wrap = 33 if container.format.name == "mpegts" else None
-        if self.normalize is not None:
+        vp = video_params(vs)
+        ap = audio_params(aus) if aus is not None else None
+        codecs = codec_problem(vp, ap)
+        mode = getattr(self.normalize, "mode", "always")
+        if self.normalize is not None and (mode == "always" or codecs):
             from producers.encode.normalize import Normalizer
 
             norm = Normalizer(vs, aus, self.normalize)
-            info = norm.info(label=self.label)
+            info = norm.info(label=self.label, reason=codecs or "--normalize always")
             items = norm.run(self._packets(container, vs, aus))
             return FeedSession(info, items, container.close)
-        vp = video_params(vs)
-        if vp["codec"] != "h264":
-            raise FeedProblem(f"video codec is {vp['codec']}, not H.264; use --normalize to re-encode it")
-        ap = audio_params(aus) if aus is not None else None
-        if ap is not None and ap["codec"] != "aac":
-            raise FeedProblem(f"audio codec is {ap['codec']}, not AAC; use --normalize to re-encode it")
+        if codecs:
+            raise FeedProblem(f"{codecs}; use --normalize auto (the default) or always to re-encode it")
         cfg = h264.parse_extradata(vp["extradata"])
         info = StreamInfo(vp, ap, Fraction(vs.time_base), Fraction(aus.time_base) if aus is not None else None,
                           wrap_bits=wrap, length_size=cfg.length_size, label=self.label)
@@ -242,6 +243,15 @@ class DemuxSource:
         info.video = video
         what = f"{prev.width}x{prev.height} -> {new.width}x{new.height}" if prev else "new SPS"
         return ParamsChange(video, info.audio, f"coding parameters changed ({what})")
+
+
+def codec_problem(video: dict[str, Any], audio: dict[str, Any] | None) -> str | None:
+    """Why a feed cannot pass through as it is (None: H.264 video, AAC or no audio)."""
+    if video["codec"] != "h264":
+        return f"video codec is {video['codec']}, not H.264"
+    if audio is not None and audio["codec"] != "aac":
+        return f"audio codec is {audio['codec']}, not AAC"
+    return None
 
 
 def _is_eof(exc: BaseException) -> bool:

@@ -19,10 +19,10 @@ from producers.sources.testsrc import parse_source as parse_testsrc
 def open_source(spec: SourceSpec, ctx: SourceContext) -> Source:
     """Build the source a parsed --source names; ValueError for a bad value, SourceError if it cannot open."""
     norm = None
-    if ctx.normalize:
+    if ctx.normalize in ("auto", "always"):
         from producers.encode.normalize import NormalizeSpec
 
-        norm = NormalizeSpec(ctx.gop_seconds, ctx.preset)
+        norm = NormalizeSpec(ctx.gop_seconds, ctx.preset, mode=ctx.normalize)
     stop, bad = ctx.stop, ctx.on_bad_input
     match spec.kind:
         case "testsrc":

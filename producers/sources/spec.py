@@ -94,7 +94,7 @@ class SourceContext:
     stop: threading.Event
     gop_seconds: float
     preset: str  # venue x264 preset (testsrc, --normalize)
-    normalize: bool = False
+    normalize: str = "never"  # never | auto | always (--normalize)
     duration: float | None = None  # media seconds to capture (testsrc stops on its own)
     record: dict[str, Any] | None = None  # the stream's registry record; None with --no-registry
     on_bad_input: Callable[..., None] = lambda *_: None  # (reason) or (kind, reason)

@@ -1,5 +1,6 @@
 """Bad input never kills the agent: garbage on the port, truncated files, resolution switches, feeds
-that are not closed regular GOPs (refused by name, or fixed with --normalize)."""
+that are not closed regular GOPs (refused by name with --normalize never, re-encoded with always;
+auto, the default, is tests/integration/test_ingest_normalize.py)."""
 
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ def test_resolution_switch_opens_a_new_epoch(isolated: Settings, media: dict[str
 
 
 def test_irregular_gops_are_refused_by_name_without_normalize(isolated: Settings, media: dict[str, Path], capsys):
-    code, agent = run_to_end(isolated, AgentConfig("bad-irr", f"file:{media['irregular']}", use_registry=False,
-                                                   status_interval=0))
+    code, agent = run_to_end(isolated, AgentConfig("bad-irr", f"file:{media['irregular']}", normalize="never",
+                                                   use_registry=False, status_interval=0))
     assert code == EXIT_REFUSED
     assert "irregular GOP" in capsys.readouterr().err and "--normalize" in agent.refusals[-1]
 
@@ -135,8 +136,8 @@ def test_normalize_turns_irregular_gops_into_fixed_ones(isolated: Settings, medi
 
 
 def test_open_gops_are_refused_by_name_and_normalize_fixes_them(isolated: Settings, media: dict[str, Path]):
-    code, agent = run_to_end(isolated, AgentConfig("bad-open", f"file:{media['open']}", use_registry=False,
-                                                   status_interval=0))
+    code, agent = run_to_end(isolated, AgentConfig("bad-open", f"file:{media['open']}", normalize="never",
+                                                   use_registry=False, status_interval=0))
     assert code == EXIT_REFUSED
     assert "not an IDR" in agent.refusals[-1] or "open GOP" in agent.refusals[-1]
     code, agent = run_to_end(isolated, AgentConfig("norm-open", f"file:{media['open']}", normalize=True,
@@ -146,8 +147,8 @@ def test_open_gops_are_refused_by_name_and_normalize_fixes_them(isolated: Settin
 
 def test_other_codecs_are_refused_by_name_and_normalize_re_encodes_them(isolated: Settings,
                                                                         media: dict[str, Path]):
-    code, agent = run_to_end(isolated, AgentConfig("bad-hevc", f"file:{media['hevc']}", use_registry=False,
-                                                   status_interval=0))
+    code, agent = run_to_end(isolated, AgentConfig("bad-hevc", f"file:{media['hevc']}", normalize="never",
+                                                   use_registry=False, status_interval=0))
     assert code == EXIT_REFUSED and "hevc, not H.264" in agent.refusals[-1]
     code, agent = run_to_end(isolated, AgentConfig("norm-hevc", f"file:{media['hevc']}", normalize=True,
                                                    gop_seconds=1.0, use_registry=False, status_interval=0))
