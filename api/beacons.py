@@ -1,8 +1,11 @@
 """POST /api/v1/qoe/beacons: validate a batch of player QoE beacons and hand them to Kafka.
 
 Each beacon is checked against the QoeBeacon schema on its own: bad ones are reported back by
-index, good ones are produced to floodlight.qoe (key session_id) without waiting for the broker's
-ack, so a slow broker never holds a player's request. A token bucket per session bounds what one
+index, good ones are produced to floodlight.qoe (key session_id) and the answer waits for the
+broker's acknowledgement of the whole batch (acks=all), so an accepted beacon is durable: an api
+killed right after answering loses none (DESIGN §10). A batch the broker does not acknowledge within
+FLOODLIGHT_API_BEACON_ACK_TIMEOUT_S is answered 503 with Retry-After; the player keeps it and retries
+(at-least-once: a retry after a late ack can duplicate). A token bucket per session bounds what one
 client can push.
 
 Hostile bodies (issue 13): the size limit is enforced while the body is read, not after; a body
@@ -14,6 +17,7 @@ retry of the batch would then duplicate).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -124,13 +128,38 @@ class SessionRateLimiter:
         return True
 
 
+class _BatchAck:
+    """Counts one batch's delivery reports (all on the producer's poll thread) and settles one future."""
+
+    __slots__ = ("errors", "future", "loop", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
+        self.loop, self.pending = loop, n
+        self.future: asyncio.Future[list[str | None]] = loop.create_future()
+        self.errors: list[str | None] = [None] * n
+
+    def report(self, index: int, err: Any) -> None:
+        if err is not None:
+            self.errors[index] = f"not stored: {err}"
+        self.pending -= 1
+        if self.pending == 0:
+            self.loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        if not self.future.done():
+            self.future.set_result(self.errors)
+
+
 class BeaconSink:
-    """A fire-and-forget producer to floodlight.qoe; a thread serves its delivery callbacks."""
+    """A producer to floodlight.qoe; a thread serves its delivery callbacks, and `deliver` lets the
+    request handler wait for a whole batch's acknowledgement with one wake-up per batch."""
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic("qoe")
-        self.producer = make_producer(settings, **{"linger.ms": 20, "queue.buffering.max.messages": 500_000,
-                                                   "message.timeout.ms": 60_000, "log_level": 3})
+        self.ack_timeout_s = settings.api_beacon_ack_timeout_s
+        self.producer = make_producer(settings, **{"linger.ms": 5, "queue.buffering.max.messages": 500_000,
+                                                   "message.timeout.ms": int(self.ack_timeout_s * 1000),
+                                                   "log_level": 3})
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="beacon-producer", daemon=True)
         self._thread.start()
@@ -160,6 +189,23 @@ class BeaconSink:
     def send_framed(self, key: bytes, value: bytes) -> None:
         """Queue one beacon already framed by `frame`; BufferError when the local queue is full."""
         self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
+
+    async def deliver(self, batch: list[tuple[bytes, bytes]]) -> list[str | None]:
+        """Produce a batch and wait until the broker has acknowledged every beacon of it: per beacon None
+        (stored) or the reason it was not. Raises TimeoutError if the acks do not come in time."""
+        if not batch:
+            return []
+        ack = _BatchAck(asyncio.get_running_loop(), len(batch))
+        for i, (key, value) in enumerate(batch):
+            def done(err: Any, _msg: Any, i: int = i) -> None:
+                if err is not None:
+                    self._delivered(err, _msg)
+                ack.report(i, err)
+            try:
+                self.producer.produce(self.topic, key=key, value=value, on_delivery=done)
+            except BufferError:
+                ack.report(i, "overloaded, retry later")
+        return await asyncio.wait_for(asyncio.shield(ack.future), self.ack_timeout_s + 1.0)
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -246,19 +292,29 @@ async def post_beacons(request: Request) -> JSONResponse:
             continue
         admitted.append((i, key, value))
     accepted = 0
-    for i, key, value in admitted:  # 3. produce; only a full local queue can refuse one now
-        try:
-            ctx.beacons.send_framed(key, value)
-        except BufferError:
-            rejected.append({"index": i, "error": "overloaded, retry later"})
-            metrics.BEACONS.labels("overloaded").inc()
+    try:  # 3. produce and wait for the broker's acks: an accepted beacon is a durable beacon
+        errors = await ctx.beacons.deliver([(key, value) for _i, key, value in admitted])
+    except TimeoutError:
+        metrics.BEACONS.labels("unacknowledged").inc(len(admitted))
+        log.warning("beacon batch not acknowledged in time", extra={"count": len(admitted)})
+        return JSONResponse({"detail": "the batch was not stored in time; retry it", "accepted": 0,
+                             "rejected": rejected}, 503, headers={"Retry-After": "2"})
+    unstored = 0
+    for (i, _key, _value), error in zip(admitted, errors, strict=True):
+        if error is None:
+            accepted += 1
             continue
-        accepted += 1
+        unstored += 1
+        rejected.append({"index": i, "error": error})
+        if error.startswith("overloaded"):  # a lost one was counted by its delivery report
+            metrics.BEACONS.labels("overloaded").inc()
     rejected.sort(key=lambda r: r["index"])
     metrics.BEACONS.labels("accepted").inc(accepted)
     if rejected:
         log.info("beacons rejected", extra={"count": len(rejected), "first": rejected[0]["error"]})
     status = 200
+    if unstored and not accepted:
+        return JSONResponse({"accepted": 0, "rejected": rejected}, 503, headers={"Retry-After": "2"})
     if rejected and accepted:
         status = 207
     elif rejected and limited == len(rejected):

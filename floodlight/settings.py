@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     api_silence_timeout_s: float = Field(
         30.0, description="A live stream whose manifests stop changing this long is reported as ended."
     )
+    api_beacon_ack_timeout_s: float = Field(
+        5.0, gt=0, description="How long a beacon POST waits for Kafka to acknowledge its batch before answering "
+        "503 (an accepted beacon is durable)."
+    )
     api_beacon_rate_per_session: float = Field(
         20.0, description="QoE beacons per second one session may send (token bucket, burst of 100)."
     )

@@ -21,6 +21,9 @@ from floodlight.kafka import make_consumer
 from floodlight.settings import Settings
 
 log = logging.getLogger("floodlight.qoe.consumer")
+STUCK_COMMIT_S = 30.0  # commits failing this long (seen: "Waiting for coordinator" for good after a broker
+# restart): close the consumer and start a new one, which finds the coordinator again and resumes from the
+# committed offsets (rows inserted since are skipped on replay)
 
 
 class BeaconConsumer:
@@ -39,6 +42,7 @@ class BeaconConsumer:
         self.pending: list[Message] = []
         self.first_at = 0.0
         self.last_commit = 0.0
+        self.failing_since: float | None = None
         self.uncommitted: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="qoe-beacons", daemon=True)
@@ -60,10 +64,24 @@ class BeaconConsumer:
         return self._thread.is_alive()
 
     def _run(self) -> None:
+        while not self._stop.is_set() and self.error is None:
+            self._run_one()
+
+    def _stuck(self) -> bool:
+        return self.failing_since is not None and time.monotonic() - self.failing_since > STUCK_COMMIT_S
+
+    def _run_one(self) -> None:
+        """One consumer's life: until stop, or until its commits have failed for STUCK_COMMIT_S."""
         consumer = make_consumer(self.settings, self.group_id, **{"log_level": 3})
         consumer.subscribe([self.topic], on_revoke=self._revoked)
+        self.failing_since = None
         try:
             while not self._stop.is_set():
+                if self._stuck():
+                    log.warning("offset commits failing; starting a new consumer",
+                                extra={"seconds": round(time.monotonic() - (self.failing_since or 0), 1)})
+                    self.pending, self.uncommitted = [], {}  # re-read from the committed offsets
+                    return
                 msgs = consumer.consume(num_messages=self.rows - len(self.pending), timeout=0.1)
                 for m in msgs:
                     if m.error():
@@ -110,8 +128,11 @@ class BeaconConsumer:
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
             self.uncommitted.clear()
+            self.failing_since = None
         except Exception as exc:  # noqa: BLE001 - retried next round; stored rows are skipped on replay
             log.warning("offset commit failed", extra={"error": str(exc)})
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
         self.last_commit = time.monotonic()
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

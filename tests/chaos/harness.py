@@ -364,7 +364,7 @@ class BeaconSender(threading.Thread):
         return out
 
     def run(self) -> None:
-        with httpx.Client(timeout=5) as client:
+        with httpx.Client(timeout=15) as client:  # longer than the api waits for Kafka acks (no ghost retries)
             batch = self._batch()
             while not self._halt.wait(0.5):
                 self.posts += 1
