@@ -1,0 +1,3 @@
+module floodlight/bench/viewers
+
+go 1.22
