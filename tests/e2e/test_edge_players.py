@@ -1,0 +1,168 @@
+"""A plain hls.js page - `lowLatencyMode: true`, every other option its default, as any site would embed
+it - plays the demo through the Varnish edge as close to live as straight from the api (issue 14).
+
+One `floodlight demo` (640x360, small ladder, LOW latency, two api processes behind the edge), one page
+with two players side by side in headless chromium: one on the edge, one on an api process directly, the
+same minute on the same CPU. Glass-to-glass = now - program-date-time of the playhead (hls.playingDate),
+sampled every 250 ms. Before issue 14 the nginx edge held coalesced LL-HLS waiters on a 500 ms lock poll
+and served stale blocking playlists: 6.5 s through the edge vs 3.1 s direct, with levelLoadTimeOut.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from floodlight.settings import Settings
+from tests.e2e.browser import ROOT, run_browser, summary
+from tests.e2e.static_origin import free_port
+from tests.e2e.test_pipeline import start_demo, stop
+from tests.support import wait_until
+
+pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
+
+HOLD_S = 45  # sampling window after both players play
+WARMUP_S = 12  # samples before this are the players settling after start
+MAX_GAP_S = 0.3  # issue 14: edge p50 within 0.3 s of direct
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>plain hls.js</title>
+<video id="edge" muted autoplay playsinline width="320"></video>
+<video id="direct" muted autoplay playsinline width="320"></video>
+<script src="/hls.min.js"></script>
+<script>
+const q = new URLSearchParams(location.search);
+window.plain = {};
+for (const name of ['edge', 'direct']) {
+  const v = document.getElementById(name);
+  const hls = new Hls({ lowLatencyMode: true });  // defaults otherwise: what a site embedding hls.js gets
+  const st = window.plain[name] = { samples: [], errors: [], level: null, playing: false };
+  hls.on(Hls.Events.ERROR, (_e, d) => st.errors.push(d.details + (d.fatal ? ':fatal' : '')));
+  hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => { st.level = hls.levels[d.level].height; });
+  v.addEventListener('playing', () => { st.playing = true; });
+  hls.loadSource(q.get(name));
+  hls.attachMedia(v);
+  setInterval(() => {
+    const d = hls.playingDate;
+    if (d && !v.paused && st.playing) st.samples.push([performance.now(), Date.now() - d.getTime()]);
+  }, 250);
+}
+</script>
+"""
+
+
+class _Page(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too."""
+    import socket
+
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no two adjacent free ports")
+
+
+@pytest.fixture(scope="module")
+def two_apis(broker: Settings) -> Iterator[tuple[str, str]]:
+    """A demo with two api processes behind the edge: (edge URL, one api's URL)."""
+    tmp = Path(tempfile.mkdtemp(prefix="fl-e2e-edge-"))
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    api_port = _two_free_ports()  # the second api process takes the next port
+    base = broker.model_copy(update={
+        "topic_prefix": prefix, "topic_partitions": 3, "stack_dir": tmp / "stack",
+        "api_port": api_port, "edge_port": free_port(), "qoe_port": free_port(), "log_format": "json",
+    })
+    out = tmp / "demo.out"
+    proc = start_demo(base, out, "--api-processes", "2")
+    edge, api = f"http://127.0.0.1:{base.edge_port}", f"http://127.0.0.1:{base.api_port + 1}"
+
+    def listed() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"demo exited rc={proc.returncode}: {out.read_text()[-3000:]}")
+        try:
+            return all(httpx.get(f"{u}/live/demo/360p/playlist.m3u8", timeout=2).text.count(".m4s\n") >= 3
+                       for u in (edge, api))
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(listed, 90, interval=0.5, what="the demo's playlists through the edge and the second api")
+        yield edge, api
+    finally:
+        stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap, "log_level": 0})
+        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
+        for fut in (admin.delete_topics(names, operation_timeout=10).values() if names else []):
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - best-effort clean-up
+                pass
+
+
+@pytest.fixture(scope="module")
+def page_server() -> Iterator[str]:
+    """The plain page and hls.js from node_modules, on an origin of their own (the players go cross-origin)."""
+    root = Path(tempfile.mkdtemp(prefix="fl-plain-"))
+    (root / "index.html").write_text(PAGE)
+    shutil.copy(ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js", root / "hls.min.js")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Page, directory=str(root)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _p50(samples: list[list[float]]) -> float:
+    t0 = samples[0][0]
+    settled = [lat for t, lat in samples if t - t0 >= WARMUP_S * 1000]
+    return statistics.median(settled) / 1000
+
+
+def test_plain_hls_js_through_the_edge_is_as_live_as_direct(two_apis: tuple[str, str], page_server: str) -> None:
+    edge, api = two_apis
+    src = {"edge": f"{edge}/live/demo/master.m3u8", "direct": f"{api}/live/demo/master.m3u8"}
+    url = f"{page_server}/index.html?" + "&".join(f"{k}={v}" for k, v in src.items())
+    res = run_browser([
+        {"op": "goto", "url": url},
+        {"op": "wait", "name": "playing", "expr": "window.plain.edge.playing && window.plain.direct.playing",
+         "timeout_s": 90},
+        {"op": "hold", "s": HOLD_S},
+        {"op": "eval", "name": "plain", "expr": "window.plain"},
+    ], timeout_s=HOLD_S + 120)
+    assert res["ok"], summary(res)
+    plain = next(s for s in res["steps"] if s["name"] == "plain")["value"]
+    report = {k: {"p50_s": round(_p50(v["samples"]), 3), "n": len(v["samples"]), "errors": v["errors"][:20],
+                  "level": v["level"]} for k, v in plain.items()}
+    artifacts = Path(os.environ.get("FLOODLIGHT_E2E_ARTIFACTS", "/tmp/floodlight-e2e"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "edge-players.json").write_text(json.dumps(report, indent=1))
+    for name in ("edge", "direct"):
+        assert len(plain[name]["samples"]) > 4 * (HOLD_S - WARMUP_S) * 0.8, report  # it kept playing
+        timeouts = [e for e in plain[name]["errors"] if "TimeOut" in e or e.endswith(":fatal")]
+        assert not timeouts, report
+    assert report["edge"]["p50_s"] - report["direct"]["p50_s"] <= MAX_GAP_S, report
