@@ -104,6 +104,10 @@ class Settings(BaseSettings):
         "", description="SRT encryption passphrase (10-79 characters) callers must present, when the --source "
         "URL sets none; empty = unencrypted, the streamid key is still checked."
     )
+    ingest_part_seconds: float = Field(
+        0.0, ge=0, description="LOW-latency streams: each GOP is published while it is captured, in chunks of "
+        "about this long (whole frames; each becomes one LL-HLS part); 0 = whole GOPs, as STANDARD always sends."
+    )
     metrics_port: int = Field(0, description="Prometheus port of a role (0 = role default).")
     log_level: str = Field("INFO", description="Log level of every role.")
     log_format: str = Field("json", description="json (structured) or text.")

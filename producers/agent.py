@@ -76,6 +76,7 @@ class IngestAgent:
         self.refusals: deque[str] = deque(maxlen=200)  # the latest reasons; a flood of refusals stays bounded
         self.source: Source | None = None
         self.auto: Any = None  # producers.encode.auto.AutoNormalize with --normalize auto
+        self._chunk_ids: dict[tuple[int, int], tuple[int, int]] = {}  # a chunked GOP's identity, as auto gave it
 
     # --- set-up -------------------------------------------------------------------------------
     def _load_record(self) -> None:
@@ -193,7 +194,14 @@ class IngestAgent:
             gop_ticks=gop_ticks, grid=info.produced_here, wrap_bits=info.wrap_bits,
             check_regular=strict, idr_check=idr, on_event=self._on_event,
             clock_ms=lambda: int(time.time() * 1000), max_gop_bytes=MAX_MESSAGE_BYTES,
-            max_gop_seconds=max(self.settings.ingest_max_gop_seconds, 1.5 * self.gop_seconds()))
+            max_gop_seconds=max(self.settings.ingest_max_gop_seconds, 1.5 * self.gop_seconds()),
+            part_seconds=self.part_seconds() if info.produced_here else None)
+
+    def part_seconds(self) -> float | None:
+        """LOW latency: GOPs leave in chunks of one part as they are captured (issue 15); the chunker
+        does so only for GOPs regular by construction (testsrc, sessions re-encoded here)."""
+        mode = (self.record or {}).get("latency_mode", "STANDARD")
+        return (self.settings.ingest_part_seconds or None) if mode == "LOW" else None
 
     def _on_event(self, kind: str, info: dict[str, Any]) -> None:
         if kind == "gop_dropped":  # over the size or duration cap (producers.gop.chunker): dead letter, go on
@@ -270,7 +278,7 @@ class IngestAgent:
         `final`: ended by the end of a session or timeline, not by a keyframe."""
         assert self.publisher is not None
         if self.auto is not None and not judged:
-            gops = self.auto.feed(gops, final=final)
+            gops = self._judge(gops, final)
         for g in gops:
             if self.cfg.duration is not None and self.media_seconds >= self.cfg.duration - 1e-6:
                 return
@@ -278,6 +286,29 @@ class IngestAgent:
             self.stats.chunk(g)
             self.publisher.submit(g)
             log.debug("gop", extra={"stream_id": g["stream_id"], "gop_index": g["gop_index"], "epoch": g["epoch"]})
+
+    def _judge(self, gops: list[dict[str, Any]], final: bool) -> list[dict[str, Any]]:
+        """--normalize auto judges whole GOPs. A GOP published in chunks as it is captured comes only from
+        a session made here (closed, on the grid: passed as it is), so its first chunk goes through auto
+        for its identity and its later chunks take the same one."""
+        out: list[dict[str, Any]] = []
+        for g in gops:
+            if g.get("chunk_index", 0) == 0 and g.get("is_last_chunk", True):
+                out += self.auto.feed([g], final=final)
+                continue
+            key = (g["epoch"], g["gop_index"])
+            if g.get("chunk_index", 0) == 0:
+                judged = self.auto.feed([g], final=final)
+                out += judged
+                if judged:
+                    self._chunk_ids[key] = (judged[-1]["gop_index"], judged[-1]["epoch"])
+                continue
+            ident = self._chunk_ids.get(key)
+            if g.get("is_last_chunk", True):
+                self._chunk_ids.pop(key, None)
+            if ident is not None:
+                out.append({**g, "gop_index": ident[0], "epoch": ident[1]})
+        return out
 
     def _finish(self, status: StatusPrinter) -> None:
         if self.source is not None:

@@ -88,6 +88,13 @@ class GopIndexer:
     def assign(self, pts_start: int, duration: int, frames: int = 0) -> tuple[int, int, str | None]:
         """Return (gop_index, epoch, discontinuity reason or None) for a GOP and remember it."""
         self.learn(duration, frames)
+        out = self.begin(pts_start)
+        self.end(pts_start + duration)
+        return out
+
+    def begin(self, pts_start: int) -> tuple[int, int, str | None]:
+        """The identity of a GOP from its start alone (a GOP published while it is captured, in
+        chunks): the nominal length must be known; `end` is told where it ended, once it has."""
         assert self.nominal
         reason = None
         idx = self.raw_index(pts_start) + self.offset
@@ -98,9 +105,11 @@ class GopIndexer:
             self.epoch += 1
             self.offset = self.last_index + 1 - self.raw_index(pts_start)
             idx = self.last_index + 1
-        elif self.last_index is not None and self.last_end is not None:
+        elif self.last_index is not None:
             tolerance = self.nominal / 4
-            if pts_start < self.last_end - tolerance:
+            if self.last_end is None:
+                pass  # the GOP before was dropped while it was being captured: no end to compare with
+            elif pts_start < self.last_end - tolerance:
                 reason = f"timestamps went back by {self.last_end - pts_start} ticks"
             elif pts_start > self.last_end + self.max_gap_gops * self.nominal:
                 reason = f"timestamps jumped forward by {pts_start - self.last_end} ticks"
@@ -112,8 +121,12 @@ class GopIndexer:
                 self.offset += self.last_index + 1 - idx
                 idx = self.last_index + 1
         self.last_index = idx
-        self.last_end = pts_start + duration
+        self.last_end = None
         return idx, self.epoch, reason
+
+    def end(self, pts_end: int) -> None:
+        """Where the GOP last given to `begin` ended (the next one's discontinuity check)."""
+        self.last_end = pts_end
 
     def force_break(self) -> None:
         """The next GOP starts a new epoch and continues at last + 1, whatever its PTS."""
@@ -128,6 +141,13 @@ class _OpenGop:
     packets: list[MediaPacket] = field(default_factory=list)
     end: int | None = None
     size: int = 0  # payload bytes of its video packets
+    # published while it is captured (sub-GOP chunks): identity fixed at its start
+    streamed: bool = False
+    index: int = 0
+    epoch: int = 0
+    chunk: int = 0  # index of the next chunk
+    sent: int = 0  # video packets already published in chunks
+    chunk_start: int = 0  # where the next chunk starts (ticks)
 
 
 Event = Callable[[str, dict[str, Any]], None]
@@ -164,6 +184,7 @@ class GopChunker:
         clock_ms: Callable[[], int] | None = None,
         max_gop_bytes: int = MAX_GOP_BYTES,
         max_gop_seconds: float = MAX_GOP_SECONDS,
+        part_seconds: float | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.ingest_id = ingest_id
@@ -188,6 +209,8 @@ class GopChunker:
         self.max_gop_ticks = int(max_gop_seconds / self.tb)
         self._current: _OpenGop | None = None
         self._waiting: list[_OpenGop] = []
+        self._ready: list[dict[str, Any]] = []  # chunks of streamed GOPs, out with the next push/flush
+        self.part_ticks = self._part_ticks(part_seconds)
         self._audio_bytes = 0  # payload bytes in self._audio
         self._dropping = False  # a GOP was dropped: discard video until the next keyframe
         self._drop_audio: tuple[int, int, int | None] | None = None  # (generation, from, to) in video ticks
@@ -204,11 +227,24 @@ class GopChunker:
         self.late_audio = 0
         self.skipped_before_idr = 0
 
+    def _part_ticks(self, part_seconds: float | None) -> int | None:
+        """Sub-GOP chunks: only for GOPs regular by construction (a grid of known length, so a GOP's
+        identity and its end are known at its first frame), cut into equal whole-frame parts of
+        about `part_seconds`."""
+        if not part_seconds or not self.indexer.grid or not self.indexer.nominal or not self.frame_ticks:
+            return None
+        frames = max(1, round(self.indexer.nominal / self.frame_ticks))
+        parts = max(1, round(self.indexer.nominal * self.tb / Fraction(part_seconds).limit_denominator(1000)))
+        if parts <= 1:
+            return None
+        return -(-frames // parts) * self.frame_ticks  # ceil: the last part is the short one
+
     # --- input ---------------------------------------------------------------------------
     def push(self, pkt: MediaPacket) -> list[dict[str, Any]]:
-        if pkt.kind == "audio":
-            return self._push_audio(pkt)
-        return self._push_video(pkt)
+        out = self._push_audio(pkt) if pkt.kind == "audio" else self._push_video(pkt)
+        if self._ready:
+            out, self._ready = self._ready + out, []
+        return out
 
     def change_params(self, video: dict[str, Any], audio: dict[str, Any] | None, reason: str) -> list[dict]:
         """Coding parameters changed (e.g. resolution): close what is open, start a new epoch."""
@@ -222,19 +258,22 @@ class GopChunker:
 
     def flush(self) -> list[dict[str, Any]]:
         """End of input (or of an epoch): emit everything, audio included."""
-        self._close_current_at_last_frame()
-        out = []
+        self._close_current_at_last_frame(final=True)
+        out, self._ready = self._ready, []
         while self._waiting:
             out.append(self._emit(self._waiting.pop(0), final=not self._waiting))
         return out
 
-    def _close_current_at_last_frame(self) -> None:
+    def _close_current_at_last_frame(self, final: bool = False) -> None:
         if self._current is not None:
             cur = self._current
             last = max(cur.packets, key=lambda p: p.pts)
             cur.end = last.pts + (last.duration or self.frame_ticks or 1)
-            self._waiting.append(cur)
             self._current = None
+            if cur.streamed:  # the rest of it (maybe no frame at all) as its last chunk
+                self._ready.append(self._emit_chunk(cur, cur.end, last=True, final=final))
+            else:
+                self._waiting.append(cur)
 
     def _end_before(self, g: _OpenGop, next_key: int) -> int:
         """End of a GOP closed by the keyframe at `next_key`: that keyframe, unless frames are missing
@@ -273,6 +312,8 @@ class GopChunker:
             raise FeedProblem(f"keyframe at pts {pts} is not an IDR (open GOP / recovery-point I-frame); "
                               "use --normalize")
         if p.keyframe:
+            if self._current is not None and self._current.streamed:  # a GOP shorter than the grid says
+                self._close_current_at_last_frame()
             if self._current is not None:
                 self._current.end = self._end_before(self._current, pts)
                 self.indexer.learn(self._current.end - self._current.start, len(self._current.packets))
@@ -286,6 +327,8 @@ class GopChunker:
                     self._discard_dropped_audio()
             wc = p.wallclock_ms if p.wallclock_ms is not None else (self.clock_ms() if self.clock_ms else 0)
             self._current = _OpenGop(start=pts, wallclock_ms=wc, gen=self._vgen)
+            if self.part_ticks and not self._waiting:
+                self._begin_streamed(self._current)
         elif self._current is None:
             if self._dropping:
                 self.dropped_bytes += len(p.data)
@@ -298,7 +341,10 @@ class GopChunker:
                 "(leading pictures reference the previous GOP); use --normalize")
         self._current.packets.append(p)
         self._current.size += len(p.data)
-        self._check_caps(self._current, pts)
+        cur = self._current
+        self._check_caps(cur, pts)
+        if cur.streamed and self._current is cur:
+            out += self._next_chunk(cur, p)
         out += self._drain()
         return out + self._bound_pending()
 
@@ -399,6 +445,61 @@ class GopChunker:
             raise FeedProblem(
                 f"irregular GOP: {float(dur * self.tb):.3f} s instead of {float(self.indexer.nominal * self.tb):.3f} s"
                 " (scene-cut or variable keyframes); use --normalize")
+
+    # --- sub-GOP chunks ----------------------------------------------------------------------
+    def _begin_streamed(self, g: _OpenGop) -> None:
+        """Fix the identity of a GOP at its keyframe, so its chunks can leave while it is captured."""
+        if self._pending_break:
+            self.indexer.force_break()
+        idx, epoch, reason = self.indexer.begin(g.start)
+        if self._pending_break:
+            reason, self._pending_break = self._pending_break, None
+        if reason:
+            self.on_event("discontinuity", {"reason": reason, "gop_index": idx, "epoch": epoch})
+        g.streamed, g.index, g.epoch, g.chunk_start = True, idx, epoch, g.start
+
+    def _next_chunk(self, g: _OpenGop, p: MediaPacket) -> list[dict[str, Any]]:
+        """The frame just added completes a part (or the GOP's length on the grid): publish it."""
+        assert self.part_ticks and self.indexer.nominal
+        half = (self.frame_ticks or 1) // 2
+        covered = p.pts + (p.duration or self.frame_ticks or 1) - g.start
+        nominal = int(self.indexer.nominal)
+        if covered >= nominal - half:  # on the grid the next frame is the next GOP's keyframe
+            self._current = None
+            return [self._emit_chunk(g, g.start + nominal, last=True)]
+        if covered >= (g.chunk + 1) * self.part_ticks - half:
+            return [self._emit_chunk(g, g.start + covered, last=False)]
+        return []
+
+    def _emit_chunk(self, g: _OpenGop, end: int, *, last: bool, final: bool = False) -> dict[str, Any]:
+        """One chunk of a streamed GOP: its new frames and the audio before `end` (all of the
+        generation's audio at the end of input). `duration` is the chunk's own span, so a GOP's
+        chunks add up to it; `pts_start` is the GOP's first frame in every chunk (its identity)."""
+        packets, g.sent = g.packets[g.sent:], len(g.packets)
+        take, keep = [], []
+        for gen, a in self._audio:
+            mine = gen < g.gen or (gen == g.gen and (final or self._to_video(a.pts) < end))
+            (take if mine else keep).append(a if mine else (gen, a))
+        self._audio = keep
+        self._audio_bytes = sum(len(a.data) for _, a in keep)
+        take.sort(key=lambda a: a.pts)
+        video = dict(self.video)
+        if g.chunk:
+            video["extradata"] = b""  # the first chunk carries the codec parameters
+        rec = {
+            "stream_id": self.stream_id, "ingest_id": self.ingest_id, "gop_index": g.index, "epoch": g.epoch,
+            "chunk_index": g.chunk, "is_last_chunk": last, "pts_start": g.start,
+            "duration": max(0, end - g.chunk_start), "time_base_num": self.tb.numerator,
+            "time_base_den": self.tb.denominator, "capture_wallclock_ms": int(g.wallclock_ms or 0),
+            "published_wallclock_ms": 0, "video": video, "audio": dict(self.audio) if self.audio else None,
+            "video_packets": [_pkt(v) for v in packets], "audio_packets": [_pkt(a) for a in take],
+        }
+        g.chunk += 1
+        g.chunk_start = end
+        if last:
+            self.indexer.end(end)
+            self.gops_out += 1
+        return rec
 
     def _emit(self, g: _OpenGop, final: bool = False) -> dict[str, Any]:
         assert g.end is not None

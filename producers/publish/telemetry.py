@@ -56,9 +56,10 @@ class IngestStats:
         size = gop_bytes(gop)
         secs = gop["duration"] * gop["time_base_num"] / gop["time_base_den"]
         with self._lock:
-            self.chunked += 1
+            if gop.get("chunk_index", 0) == 0:  # a GOP published in chunks counts once
+                self.chunked += 1
+                self.recent_indices.append(gop["gop_index"])
             self.last_index = gop["gop_index"]
-            self.recent_indices.append(gop["gop_index"])
             self.last_capture_ms = gop["capture_wallclock_ms"]
             self._rate.append((secs, size))
             total_s = sum(s for s, _ in self._rate)

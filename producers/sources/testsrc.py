@@ -278,11 +278,13 @@ class TestPatternFeed:
             self._next_sample += n
         return out
 
-    def make_chunker(self, stream_id: str, ingest_id: str, on_event: Callable | None = None) -> Any:
+    def make_chunker(self, stream_id: str, ingest_id: str, on_event: Callable | None = None,
+                     part_seconds: float | None = None) -> Any:
         from producers.gop.chunker import GopChunker
 
         return GopChunker(stream_id, ingest_id, self.venc.params(), self.aenc.params(), Fraction(1, TICKS),
-                          Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, grid=True, on_event=on_event)
+                          Fraction(1, self.sample_rate), gop_ticks=self.spec.gop_ticks, grid=True, on_event=on_event,
+                          part_seconds=part_seconds)
 
     def packets(self, first_gop: int, gops: int | None, live: bool = False) -> Iterator[tuple[int, list]]:
         """Yield (pts of the frame, packets) frame by frame, audio kept ~2 AAC frames ahead of video.
@@ -320,18 +322,19 @@ class TestPatternFeed:
 
 def generate_gops(stream_id: str, seconds: float, width: int = 640, height: int = 360, fps: int = 30,
                   gop_seconds: float = 2.0, ingest_id: str = "primary", start_ms: int | None = None,
-                  preset: str = "ultrafast") -> list[dict[str, Any]]:
+                  preset: str = "ultrafast", part_seconds: float | None = None) -> list[dict[str, Any]]:
     """Complete GopChunk record dicts for `seconds` of test pattern, as fast as the CPU allows.
 
     Deterministic for equal arguments (pass start_ms; by default it is now). The first GOP starts
     on the first GOP boundary at or after start_ms; `seconds` is rounded down to whole GOPs (min 1).
-    No Kafka, no pacing: for tests and benchmarks of the stages downstream.
+    No Kafka, no pacing: for tests and benchmarks of the stages downstream. With `part_seconds` each
+    GOP comes as the sub-GOP chunks a LOW-latency agent publishes.
     """
     spec = TestSpec(width, height, fps, gop_seconds)
     feed = TestPatternFeed(spec, preset=preset)
     n = max(1, int(seconds / gop_seconds + 1e-9))
     first = feed.first_gop_at(int(time.time() * 1000) if start_ms is None else start_ms)
-    chunker = feed.make_chunker(stream_id, ingest_id)
+    chunker = feed.make_chunker(stream_id, ingest_id, part_seconds=part_seconds)
     out: list[dict[str, Any]] = []
     end_pts = feed.frame_pts(first + n, 0)
     for _pts, pkts in feed.packets(first, n):
