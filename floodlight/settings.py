@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     packager_commit_interval_s: float = Field(
         1.0, description="Packager checkpoint + offset commit interval (restart re-reads at most this much)."
     )
+    packager_write_log: str = Field(
+        "", description="File to append one JSON line per packager store write and fence claim (audit; chaos tests)."
+    )
 
     # --- encoder role: GOPs -> ABR ladder of CMAF segments (issue 4) -------------------------
     encoder_group: str = Field("floodlight-encoder", description="Consumer group of the encoder members.")

@@ -6,14 +6,20 @@ interval the member checkpoints each stream's state to the store and then commit
 past a record still held in a reorder buffer, so a restart (or a rebalance) resumes from the
 checkpoint and re-reads only what the checkpoint does not cover (DESIGN §3.5–3.6).
 Cues are read by every member from the start of floodlight.cues and applied to the streams it owns.
+Writers are fenced (sinks/packager/fence.py): a member claims a partition's epoch in the store when
+Kafka assigns it, every write checks the claim, and a member that lost its partitions while stopped
+stops writing at its first attempt (issue 16).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -27,6 +33,7 @@ from floodlight.registry import RegistryView
 from floodlight.settings import Settings
 from schemas import codec
 from sinks.packager.core import BadSegment, StreamPackager
+from sinks.packager.fence import Fenced, FencedStore, PartitionFence, WriteLog
 from sinks.packager.state import StreamConfig
 
 log = logging.getLogger("floodlight.packager")
@@ -41,6 +48,8 @@ FLUSH_S = Histogram("floodlight_packager_flush_seconds", "Time to write one batc
 STREAMS = Gauge("floodlight_packager_streams", "Streams this member owns")
 HELD = Gauge("floodlight_packager_reorder_held", "Segments waiting in reorder buffers")
 STORE_ERRORS = Counter("floodlight_packager_store_errors_total", "Object store failures (retried)")
+FENCED = Counter("floodlight_packager_fenced_total", "Partitions dropped because another member claimed them")
+CLAIMS = Counter("floodlight_packager_claims_total", "Partitions claimed (a new fence epoch written)")
 
 
 def config_from_record(rec: dict[str, Any] | None, settings: Settings) -> StreamConfig:
@@ -74,6 +83,11 @@ class PackagerWorker:
         self._stop = threading.Event()
         self._last_commit = time.monotonic()
         self.consumer: Consumer | None = None
+        # fencing (sinks/packager/fence.py): who we are in the store, partitions we were fenced off
+        self.member = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.write_log = WriteLog(settings.packager_write_log) if settings.packager_write_log else None
+        self.fences: dict[int, PartitionFence] = {}  # our claim on each partition assigned to us
+        self.fenced_parts: set[int] = set()  # lost to another member; skipped until Kafka assigns them again
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,11 +98,15 @@ class PackagerWorker:
                               value=codec.encode("ManifestUpdate", update))
         self.producer.poll(0)
 
-    def packager_for(self, stream_id: str) -> StreamPackager:
+    def packager_for(self, stream_id: str, part: int) -> StreamPackager:
         pkg = self.streams.get(stream_id)
         if pkg is None:
+            fence = self.fences.get(part)
+            if fence is None:  # not (or no longer) ours
+                raise Fenced(f"partition {part} of stream {stream_id} is not claimed by {self.member}")
             cfg = config_from_record(self.registry.get(stream_id), self.settings)
-            pkg = StreamPackager.open(self.store, stream_id, config=cfg, keys=self.keys,
+            store = FencedStore(self.store, fence, stream_id, self.write_log)
+            pkg = StreamPackager.open(store, stream_id, config=cfg, keys=self.keys,
                                       gap_deadline_s=self.settings.packager_gap_deadline_s,
                                       on_manifest=self._publish_manifest)
             for cue in self.cues.get(stream_id, {}).values():
@@ -100,10 +118,20 @@ class PackagerWorker:
         return pkg
 
     def _on_assign(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        """Kafka has just made us the owner (this generation): claim each partition's epoch in the store
+        before anything is written for it, so a former owner that is still running is fenced from here."""
+        for tp in parts:
+            fence = PartitionFence(self.store, tp.topic, tp.partition, self.member, log=self.write_log)
+            epoch = self._retry_store(fence.claim, f"partition {tp.partition}")
+            self.fences[tp.partition] = fence
+            self.fenced_parts.discard(tp.partition)
+            CLAIMS.inc()
+            log.info("partition claimed", extra={"partition": tp.partition, "epoch": epoch, "member": self.member})
         log.info("partitions assigned", extra={"partitions": [p.partition for p in parts]})
 
     def _on_revoke(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         revoked = {p.partition for p in parts}
+        self.fenced_parts -= revoked
         log.info("partitions revoked", extra={"partitions": sorted(revoked)})
         self._commit(force=True, only=revoked)
         for sid in [s for s, p in self.partition_of.items() if p in revoked]:
@@ -111,18 +139,21 @@ class PackagerWorker:
             self.partition_of.pop(sid, None)
         for p in revoked:
             self.consumed.pop(p, None)
+            self.fences.pop(p, None)
         STREAMS.set(len(self.streams))
 
     def _on_lost(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
         """Partitions taken away without a revoke (session timed out): another member may own the
         streams already, so drop them without writing a checkpoint over the new owner's."""
         lost = {p.partition for p in parts}
+        self.fenced_parts -= lost
         log.warning("partitions lost", extra={"partitions": sorted(lost)})
         for sid in [s for s, p in self.partition_of.items() if p in lost]:
             self.streams.pop(sid, None)
             self.partition_of.pop(sid, None)
         for p in lost:
             self.consumed.pop(p, None)
+            self.fences.pop(p, None)
         STREAMS.set(len(self.streams))
 
     # --- the loop -----------------------------------------------------------------------------
@@ -139,7 +170,10 @@ class PackagerWorker:
         try:
             while not self._stop.is_set():
                 self._poll_cues()
-                msgs = consumer.consume(num_messages=64, timeout=0.2)
+                # consume() waits its whole timeout for a full batch: wait for the first record only, then
+                # take what else is there, so a part is written the moment it arrives (issue 15)
+                first = consumer.poll(0.2)
+                msgs = ([first] + consumer.consume(num_messages=63, timeout=0)) if first is not None else []
                 now = time.monotonic()
                 for msg in msgs:
                     self._handle(msg, now)
@@ -153,6 +187,8 @@ class PackagerWorker:
             self.cue_follower.stop()
             self.producer.flush(10)
             self.registry.stop()
+            if self.write_log is not None:
+                self.write_log.close()
             log.info("packager stopped")
 
     def _poll_cues(self) -> None:
@@ -182,6 +218,8 @@ class PackagerWorker:
                 log.warning("consumer error", extra={"error": str(msg.error())})
             return
         part, off = msg.partition(), msg.offset()
+        if part in self.fenced_parts:
+            return  # another member writes these streams now
         try:
             rec = codec.decode(msg.value(), expect="RenditionSegment")
         except codec.CodecError as exc:
@@ -194,9 +232,11 @@ class PackagerWorker:
                 self.consumed[part] = off + 1
                 return
             try:
-                pkg = self._retry_store(lambda: self.packager_for(sid), sid)
                 self.partition_of[sid] = part
+                pkg = self._retry_store(lambda: self.packager_for(sid, part), sid)
                 self._retry_store(lambda: pkg.add(rec, now, part, off), sid)
+            except Fenced:
+                return  # the partition went to another member: leave the record to it
             except (BadSegment, ValueError) as exc:
                 self._dead(msg, str(exc), "invalid", sid, rec.get("gop_index"))
             else:
@@ -209,12 +249,35 @@ class PackagerWorker:
         while True:
             try:
                 return fn()
+            except Fenced as exc:
+                self._fenced(sid, exc)
+                raise
             except StoreError as exc:
                 STORE_ERRORS.inc()
                 log.warning("object store write failed, retrying", extra={"stream_id": sid, "reason": str(exc)})
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, 5.0)
+
+    # --- fencing --------------------------------------------------------------------------------
+    def _fenced(self, sid: str, exc: Exception) -> None:
+        """Another member claimed the partition of `sid`: drop every stream of that partition unwritten, and
+        skip its records until Kafka assigns it to us again."""
+        part = self.partition_of.get(sid)
+        FENCED.inc()
+        log.warning("fenced: another member owns the partition now; dropping its streams",
+                    extra={"stream_id": sid, "partition": part, "reason": str(exc)})
+        self.streams.pop(sid, None)
+        self.partition_of.pop(sid, None)
+        if part is None:
+            return
+        self.fenced_parts.add(part)
+        self.fences.pop(part, None)
+        for other in [s for s, p in self.partition_of.items() if p == part]:
+            self.streams.pop(other, None)
+            self.partition_of.pop(other, None)
+        self.consumed.pop(part, None)
+        STREAMS.set(len(self.streams))
 
     def _dead(self, msg: Message, reason: str, cls: str, sid: str | None, gop: int | None) -> None:
         DLQ.labels(cls).inc()
@@ -228,9 +291,13 @@ class PackagerWorker:
             gaps0 = pkg.stats["gaps"]
             late0 = pkg.stats["late_fills"]
             t0 = time.perf_counter()
+            if sid not in self.streams:
+                continue  # dropped (fenced) earlier in this loop
             try:
                 self._retry_store(lambda p=pkg: p.tick(now), sid)  # type: ignore[misc]
                 written = self._retry_store(pkg.flush, sid)
+            except Fenced:
+                continue
             except StoreError:
                 return
             WRITES.inc(written)
@@ -260,12 +327,18 @@ class PackagerWorker:
             if status == "ENDED" and not pkg.state.ended:
                 # let in-flight GOPs land first: end once nothing new came for the gap deadline
                 if pkg.holding == 0 and now - pkg.last_segment_at >= self.settings.packager_gap_deadline_s:
-                    self._retry_store(pkg.end, sid)
+                    try:
+                        self._retry_store(pkg.end, sid)
+                    except Fenced:
+                        continue
                     log.info("stream ended: ENDLIST written", extra={"stream_id": sid})
             elif status == "LIVE" and pkg.state.ended:
                 pkg.reopen()
             if pkg.state.ended and self._expired(sid):
-                n = self._retry_store(pkg.purge_all, sid)
+                try:
+                    n = self._retry_store(pkg.purge_all, sid)
+                except Fenced:
+                    continue
                 self.streams.pop(sid, None)
                 log.info("ended stream left its DVR window: objects deleted", extra={"stream_id": sid, "objects": n})
 
@@ -283,13 +356,16 @@ class PackagerWorker:
         if consumer is None:
             return
         self._last_commit = time.monotonic()
-        for sid, pkg in self.streams.items():
-            if only is not None and self.partition_of.get(sid) not in only:
+        for sid, pkg in list(self.streams.items()):
+            if sid not in self.streams or (only is not None and self.partition_of.get(sid) not in only):
                 continue
-            self._retry_store(pkg.flush, sid)
-            self._retry_store(pkg.refresh_dvr, sid)
-            if pkg.unsaved:
-                self._retry_store(pkg.checkpoint, sid)
+            try:
+                self._retry_store(pkg.flush, sid)
+                self._retry_store(pkg.refresh_dvr, sid)
+                if pkg.unsaved:
+                    self._retry_store(pkg.checkpoint, sid)
+            except Fenced:
+                continue
         self.producer.flush(10)
         floor: dict[int, int] = {}
         for pkg in self.streams.values():
