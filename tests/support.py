@@ -46,6 +46,7 @@ def sample_records() -> dict[str, dict[str, Any]]:
             "capture_wallclock_ms": now, "ingest_published_ms": now + 5, "encode_started_ms": now + 10,
             "encoded_wallclock_ms": now + 500, "init_hash": "ab" * 32, "init_segment": b"ftyp",
             "data": b"moofmdat", "parts": [{"duration": 0.5, "offset": 0, "length": 8, "independent": True}],
+            "part_index": -1, "is_last_part": True,
         },
         "ManifestUpdate": {"stream_id": "s1", "rendition": "720p", "msn": 7, "part": 2, "version": 31,
                            "etag": '"abc"', "written_wallclock_ms": now, "ended": False,

@@ -1,10 +1,14 @@
-"""Pure bookkeeping for at-least-once consumption: a bounded window of seen GOP identities, and
-per-partition offset tracking that only lets contiguous finished offsets be committed."""
+"""Pure bookkeeping for at-least-once consumption: a bounded window of seen GOP identities,
+per-partition offset tracking that only lets contiguous finished offsets be committed, and the chunk
+order of a GOP that arrives in sub-GOP chunks (deduplicated per (gop_index, chunk_index))."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class SeenWindow:
@@ -63,3 +67,39 @@ class OffsetTracker:
     def drop(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self._pending.pop(p, None)
+
+
+class ChunkSequence(Generic[T]):
+    """The chunks of one GOP (LOW mode), taken in chunk order, one at a time.
+
+    Primary and backup ingests publish the same chunks to the same partition: the first copy of each
+    chunk_index is kept, any later one is a duplicate (`offer` says False). A chunk that arrives before
+    the one it follows waits; `take` hands out the next chunk only once the one before is `done`.
+    """
+
+    def __init__(self) -> None:
+        self.next = 0  # index of the next chunk to transcode
+        self.waiting: dict[int, T] = {}
+        self.running = False
+
+    def offer(self, index: int, item: T) -> bool:
+        if index < self.next or index in self.waiting or (self.running and index == self.next):
+            return False
+        self.waiting[index] = item
+        return True
+
+    def take(self) -> T | None:
+        if self.running or self.next not in self.waiting:
+            return None
+        self.running = True
+        return self.waiting.pop(self.next)
+
+    def done(self) -> None:
+        """The chunk handed out by `take` is transcoded: the next one may go."""
+        self.running = False
+        self.next += 1
+
+    @property
+    def ready(self) -> bool:
+        """The next chunk is here (or being transcoded): the GOP is not waiting for its ingest."""
+        return self.running or self.next in self.waiting

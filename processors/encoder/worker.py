@@ -6,6 +6,14 @@ the partition is done too. Duplicates of (stream_id, gop_index) — backup inges
 rebalance — share a partition (floodlight.partitioner), so one member sees them all and drops them
 within a bounded window. Transcoding runs in worker threads; the Kafka client lives on the main
 thread (poll, produce, commit), so nothing CPU-bound ever blocks a consumer callback for long.
+
+A GOP published in sub-GOP chunks (LOW mode, issue 15) is transcoded as its chunks arrive
+(`streaming.GopStream`, its state scoped to the GOP): each chunk's parts are produced as soon as they
+are encoded. Chunks are deduplicated per (gop_index, chunk_index) and taken in chunk order; the
+offsets of all of a GOP's chunks are done only once its last part is acknowledged, so a member that
+dies mid-GOP leaves the whole GOP to the next owner, which re-does it from chunk 0 and publishes the
+same part bytes. A GOP whose chunks stop coming (its ingest stopped mid-GOP) is closed with the parts
+it has after `STREAM_IDLE_S`.
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ from floodlight.kafka import dead_letter, make_consumer, make_producer
 from floodlight.registry import DEFAULT_LADDER, RegistryView, ladder_of
 from floodlight.settings import Settings
 from processors.encoder import metrics as m
-from processors.encoder.dedup import OffsetTracker, SeenWindow
+from processors.encoder.dedup import ChunkSequence, OffsetTracker, SeenWindow
 from processors.encoder.ladder import part_seconds_for, preset_for
+from processors.encoder.streaming import GopStream, is_chunk
 from processors.encoder.transcode import RungTiming, TranscodeError, transcode_gop
 from schemas import codec
 
 log = logging.getLogger("floodlight.encoder")
 MAX_PUBLISH_ATTEMPTS = 5
+STREAM_IDLE_S = 2.5  # a GOP in chunks with none for this long is closed with the parts it has
+MAX_WAITING_CHUNKS = 256  # chunks taken but not yet transcoded: stop polling past this
 
 
 def group_id_for(settings: Settings, group: str | None, renditions: set[str] | None) -> str:
@@ -68,6 +79,24 @@ class Job:
     duplicates: list[Job] = field(default_factory=list)
 
 
+@dataclass(eq=False)
+class StreamJob:
+    """One GOP arriving in chunks: its GopStream, the chunks waiting for their turn, and every message
+    of it (chunks and their duplicates), all done together once its last part is acknowledged."""
+
+    identity: tuple[str, int]
+    partition: int
+    ladder: list[dict[str, Any]] | None = None
+    preset: str = ""
+    stream: GopStream | None = None
+    chunks: ChunkSequence[Job] = field(default_factory=ChunkSequence)
+    messages: list[Job] = field(default_factory=list)
+    pending_acks: int = 0
+    finished: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    last_seen: float = field(default_factory=time.monotonic)
+
+
 class EncoderWorker:
     """One member of the encoder group. `run()` blocks until `stop()` (or the stop event) is set."""
 
@@ -87,10 +116,12 @@ class EncoderWorker:
         self.tracker = OffsetTracker()
         self.jobs: dict[tuple[int, int], Job] = {}  # (partition, offset) -> job
         self.in_flight: dict[tuple[str, int], Job] = {}  # identity -> job being transcoded/published
-        self.completed: queue.Queue[Job] = queue.Queue()
+        self.completed: queue.Queue[Any] = queue.Queue()  # a Job, or (StreamJob, Job, Future) for a chunk
         self.unknown_streams: set[str] = set()
         self.active_jobs: list[Job] = []  # submitted to the pool, result not yet handled
         self.pool = ThreadPoolExecutor(self.concurrent_gops, thread_name_prefix="gop")
+        self.streams: dict[tuple[str, int], StreamJob] = {}  # GOPs arriving in chunks, by identity
+        self.stream_pool = ThreadPoolExecutor(self.concurrent_gops, thread_name_prefix="chunk")
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._assigned: set[int] = set()
@@ -122,6 +153,9 @@ class EncoderWorker:
             self._drain(deadline_s=60)
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self.stream_pool.shutdown(wait=True, cancel_futures=True)
+            for sj in list(self.streams.values()):
+                self._drop_stream(sj)  # left uncommitted: the next owner re-does these GOPs from chunk 0
             try:
                 self.consumer.close()
             finally:
@@ -137,21 +171,32 @@ class EncoderWorker:
         self.producer.poll(0)
         self._commit_ready()
         if self._can_take():
-            msg = self.consumer.poll(0.05)
+            msg = self.consumer.poll(0.05 if not self.streams else 0.01)
             if msg is not None:
                 self._take(msg)
+        self._close_idle_streams()
         self._report_lag()
 
     def _can_take(self) -> bool:
         """Room for another GOP: fewer than concurrent_gops transcoding, and each of them fully decoded
-        (GOPs overlap only in their encode tails, so a live GOP is never slowed by a whole other GOP)."""
+        (GOPs overlap only in their encode tails, so a live GOP is never slowed by a whole other GOP),
+        and not too many chunks waiting for their turn."""
+        if sum(len(sj.chunks.waiting) for sj in self.streams.values()) >= MAX_WAITING_CHUNKS:
+            return False
         return len(self.active_jobs) < self.concurrent_gops and all(
             j.timing.decoded.is_set() for j in self.active_jobs)
+
+    def _working(self, partitions: set[int] | None = None) -> bool:
+        """Something taken is being transcoded or published: whole GOPs in flight, chunks running or
+        waiting for acks. A GOP waiting for its next chunk is not: it stays uncommitted instead."""
+        whole = [j for j in self.in_flight.values() if partitions is None or j.partition in partitions]
+        streams = [sj for sj in self.streams.values() if partitions is None or sj.partition in partitions]
+        return bool(whole) or any(sj.chunks.ready or sj.pending_acks for sj in streams)
 
     def _drain(self, deadline_s: float) -> None:
         """Finish what was taken (shutdown or revoke): publish, wait for acks, commit."""
         end = time.monotonic() + deadline_s
-        while self.tracker.in_flight() and time.monotonic() < end:
+        while self._working() and time.monotonic() < end:
             self._handle_completed(timeout=0.05)
             self.producer.poll(0.05)
             self._commit_ready(asynchronous=False)
@@ -169,7 +214,7 @@ class EncoderWorker:
         # Hand over cleanly: finish the GOPs already taken from these partitions and commit them,
         # so the next owner does not redo them (it would be harmless, only wasteful).
         end = time.monotonic() + 30
-        while self.tracker.in_flight(revoked) and time.monotonic() < end:
+        while self._working(revoked) and time.monotonic() < end:
             self._handle_completed(timeout=0.05)
             self.producer.poll(0.05)
         self.producer.flush(10)
@@ -183,6 +228,8 @@ class EncoderWorker:
         log.warning("partitions lost", extra={"partitions": sorted(lost)})
 
     def _forget(self, partitions: set[int]) -> None:
+        for sj in [sj for sj in self.streams.values() if sj.partition in partitions]:
+            self._drop_stream(sj)  # the next owner re-does the GOP from chunk 0 (same part bytes)
         self.tracker.drop(partitions)
         self._assigned -= partitions
         for p in partitions:
@@ -208,7 +255,10 @@ class EncoderWorker:
             return
         job.gop = gop
         job.identity = (gop["stream_id"], gop["gop_index"])
-        if job.identity in self.seen:
+        if is_chunk(gop):
+            self._take_chunk(job)
+            return
+        if job.identity in self.seen or job.identity in self.streams:
             self._duplicate(job)
             return
         original = self.in_flight.get(job.identity)
@@ -235,6 +285,158 @@ class EncoderWorker:
                                       timing=job.timing)
         job.future.add_done_callback(lambda _f, j=job: self.completed.put(j))
 
+    # --- taking a GOP in chunks -----------------------------------------------------------------
+
+    def _take_chunk(self, job: Job) -> None:
+        assert job.gop is not None and job.identity is not None
+        gid, index = job.identity, job.gop["chunk_index"]
+        if gid in self.seen or gid in self.in_flight:
+            self._duplicate(job)
+            return
+        sj = self.streams.get(gid)
+        if sj is None:
+            sj = self.streams[gid] = StreamJob(gid, job.partition)
+            m.IN_FLIGHT.set(len(self.in_flight) + len(self.streams))
+        sj.last_seen = time.monotonic()
+        if sj.finished or not sj.chunks.offer(index, job):  # the other ingest's copy of the chunk
+            self._duplicate(job)
+            return
+        sj.messages.append(job)
+        self._pump(sj)
+
+    def _pump(self, sj: StreamJob) -> None:
+        """Start the GOP's next chunk when it is here and the one before is done."""
+        if sj.finished:
+            return
+        job = sj.chunks.take()
+        if job is None:
+            return
+        assert job.gop is not None
+        if sj.ladder is None:
+            record = self.registry.get(job.gop["stream_id"])
+            sj.ladder = ladder_of(record) if record else DEFAULT_LADDER
+            sj.preset = preset_for(record)
+        future = self.stream_pool.submit(self._run_chunk, sj, job)
+        future.add_done_callback(lambda f, s=sj, j=job: self.completed.put((s, j, f)))
+
+    def _run_chunk(self, sj: StreamJob, job: Job) -> list[dict[str, Any]]:
+        """Pool thread: one chunk through the GOP's decoder and rung encoders."""
+        assert job.gop is not None and sj.ladder is not None
+        if sj.stream is None:
+            sj.stream = GopStream(job.gop, sj.ladder, preset=sj.preset, renditions=self.renditions,
+                                  x264_threads=self.x264_threads)
+        return sj.stream.feed(job.gop)
+
+    def _chunk_done(self, sj: StreamJob, job: Job, future: Future) -> None:
+        sj.chunks.done()
+        sid, gop_index = sj.identity
+        if self.streams.get(sj.identity) is not sj:
+            if sj.stream is not None:
+                sj.stream.close_threads()
+            return  # dropped meanwhile (revoked): the next owner does the GOP
+        try:
+            records = future.result()
+        except Exception as exc:  # noqa: BLE001 - this chunk's failure, not the process's
+            reason, cls = (exc.reason, exc.error_class) if isinstance(exc, TranscodeError) else (
+                f"encoder error: {type(exc).__name__}: {exc}", "encode")
+            log.warning("chunk failed: the GOP is closed with the parts it has",
+                        extra={"stream_id": sid, "gop_index": gop_index, "chunk_index": job.gop["chunk_index"],
+                               "reason": reason})
+            self._dead_letter(job, reason, cls)
+            records = sj.stream.close(job.gop) if sj.stream is not None else []
+            sj.finished = True
+            sj.messages.remove(job)  # done by its dead letter
+        else:
+            if job.gop.get("is_last_chunk", True):
+                sj.finished = True
+        sj.last_seen = time.monotonic()
+        self._produce_parts(sj, records)
+        if not sj.finished:
+            self._pump(sj)
+
+    def _produce_parts(self, sj: StreamJob, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            sj.pending_acks += 1
+            self._produce_part(sj, rec, codec.encode("RenditionSegment", rec), attempt=1)
+        self._maybe_finish_stream(sj)
+
+    def _produce_part(self, sj: StreamJob, rec: dict[str, Any], value: bytes, attempt: int) -> None:
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None and attempt < MAX_PUBLISH_ATTEMPTS and err.retriable():
+                m.PUBLISH_RETRIES.inc()
+                self._produce_part(sj, rec, value, attempt + 1)
+                return
+            sj.pending_acks -= 1
+            if err is None:
+                m.SEGMENTS.labels(rec["rendition"]["name"]).inc()
+                m.SEGMENT_BYTES.labels(rec["rendition"]["name"]).inc(len(rec["data"]))
+            else:  # never acknowledged: leave the GOP uncommitted, a restart re-does it (same bytes)
+                log.error("part not published", extra={"stream_id": sj.identity[0], "gop_index": sj.identity[1],
+                                                       "rendition": rec["rendition"]["name"], "error": str(err)})
+                self._drop_stream(sj)
+                return
+            self._maybe_finish_stream(sj)
+
+        while True:
+            try:
+                self.producer.produce(self.settings.topic("segments"), key=rec["stream_id"].encode(), value=value,
+                                      on_delivery=delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def _maybe_finish_stream(self, sj: StreamJob) -> None:
+        if not sj.finished or sj.pending_acks or self.streams.get(sj.identity) is not sj:
+            return
+        del self.streams[sj.identity]
+        self.seen.add(sj.identity)
+        for job in sj.messages:
+            self.tracker.done(job.partition, job.offset)
+            self.jobs.pop((job.partition, job.offset), None)
+        for job in sj.chunks.waiting.values():  # chunks after a failure: nothing left to do with them
+            self.tracker.done(job.partition, job.offset)
+            self.jobs.pop((job.partition, job.offset), None)
+        m.IN_FLIGHT.set(len(self.in_flight) + len(self.streams))
+        m.GOPS.labels("encoded").inc()
+        self.stats["encoded"] += 1
+        elapsed = time.perf_counter() - sj.started
+        if sj.stream is not None:
+            m.DECODE_SECONDS.observe(sj.stream.decode_seconds)
+            for name, seconds in sj.stream.rung_seconds.items():
+                m.RUNG_SECONDS.labels(name).observe(seconds)
+        first = sj.messages[0].gop if sj.messages else None
+        if first and first.get("capture_wallclock_ms"):
+            m.GOP_LATENCY.observe(max(0.0, time.time() - first["capture_wallclock_ms"] / 1000))
+        log.info("GOP encoded", extra={"stream_id": sj.identity[0], "gop_index": sj.identity[1],
+                                       "chunks": sj.chunks.next, "seconds": round(elapsed, 3)})
+
+    def _drop_stream(self, sj: StreamJob) -> None:
+        """Forget a GOP without finishing it (revoked, shutting down, a part not acknowledged): its
+        offsets stay uncommitted, so the next owner re-does it from chunk 0."""
+        if self.streams.get(sj.identity) is sj:
+            del self.streams[sj.identity]
+        sj.finished = True
+        if sj.stream is not None and not sj.chunks.running:
+            sj.stream.close_threads()
+        m.IN_FLIGHT.set(len(self.in_flight) + len(self.streams))
+
+    def _close_idle_streams(self) -> None:
+        """A GOP whose chunks stopped coming: close it with the parts it has (or forget it, if its first
+        chunk never came)."""
+        now = time.monotonic()
+        for sj in list(self.streams.values()):
+            if sj.chunks.running or sj.finished or now - sj.last_seen < STREAM_IDLE_S:
+                continue
+            sid, gop_index = sj.identity
+            log.warning("GOP incomplete: no chunk for %.1f s, closed with the parts it has", now - sj.last_seen,
+                        extra={"stream_id": sid, "gop_index": gop_index, "chunks": sj.chunks.next,
+                               "waiting": sorted(sj.chunks.waiting)})
+            sj.finished = True
+            if sj.stream is None:  # its chunk 0 never came: nothing was published
+                self._produce_parts(sj, [])
+                continue
+            self._produce_parts(sj, sj.stream.close())
+
     def _duplicate(self, job: Job) -> None:
         m.DUPLICATES.inc()
         m.GOPS.labels("duplicate").inc()
@@ -252,7 +454,10 @@ class EncoderWorker:
         except queue.Empty:
             return
         while True:
-            self._publish(job)
+            if isinstance(job, tuple):
+                self._chunk_done(*job)
+            else:
+                self._publish(job)
             try:
                 job = self.completed.get_nowait()
             except queue.Empty:

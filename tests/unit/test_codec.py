@@ -49,7 +49,7 @@ def test_fingerprint_is_crc64_avro_little_endian() -> None:
     assert fingerprint('"int"', "CRC-64-AVRO") == "8f5c393f1ad57572"
 
 
-@pytest.mark.parametrize("name", ["GopChunk", "QoeBeacon", "StreamRecord", "ManifestUpdate"])
+@pytest.mark.parametrize("name", ["GopChunk", "QoeBeacon", "StreamRecord", "ManifestUpdate", "RenditionSegment"])
 def test_previous_version_is_read_by_current(name: str) -> None:
     olds = codec.history(name)
     assert olds, f"{name} has no registered older version"

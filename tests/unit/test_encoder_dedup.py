@@ -63,3 +63,20 @@ def test_renditions_and_group_ids():
     assert group_id_for(s, None, None) == "enc"
     assert group_id_for(s, None, {"720p", "1080p"}) == "enc-1080p-720p"
     assert group_id_for(s, "mine", {"720p"}) == "mine"
+
+
+def test_chunks_of_a_gop_go_in_order_once_each() -> None:
+    from processors.encoder.dedup import ChunkSequence
+
+    seq: ChunkSequence[str] = ChunkSequence()
+    assert seq.offer(1, "backup-1")  # chunk 1 of the backup before chunk 0 of anyone: it waits
+    assert seq.take() is None and not seq.ready
+    assert seq.offer(0, "primary-0") and not seq.offer(0, "backup-0")  # per (gop_index, chunk_index)
+    assert seq.take() == "primary-0" and seq.ready
+    assert not seq.offer(0, "late-0") and seq.take() is None  # one at a time
+    seq.done()
+    assert not seq.offer(1, "primary-1")
+    assert seq.take() == "backup-1"
+    seq.done()
+    assert not seq.offer(0, "x") and not seq.offer(1, "y") and seq.offer(2, "primary-2")
+    assert seq.take() == "primary-2" and seq.next == 2
