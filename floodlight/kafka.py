@@ -8,9 +8,9 @@ Riding through a leader change (a node killed or restarted, issue 16): librdkafk
 as soon as a request fails with NOT_LEADER / a dropped connection and retries against the new leader;
 the settings in FAILOVER make each step of that quick — reconnect and retry backoffs capped at 1 s, a
 connection attempt to a dead host given up after 5 s, fetches retried 100 ms after an error, metadata
-re-read every 30 s even when nothing fails. The bootstrap list names every node, so a client can start
-while any one of them is down. The dominant cost is on the broker side: how soon the controller fences
-the dead node (broker.session.timeout.ms, 3 s in the local cluster) and elects new leaders.
+re-read every second. The bootstrap list names every node, so a client can start while any one of them
+is down. The rest is on the broker side: how soon the controller fences the dead node and elects new
+leaders (broker.session.timeout.ms 2 s in the local cluster, ops/stack.py).
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ FAILOVER: dict[str, Any] = {
     "retry.backoff.max.ms": 1000,
     "socket.connection.setup.timeout.ms": 5000,  # default 30 s against a host that does not answer
     "socket.keepalive.enable": True,
-    "topic.metadata.refresh.interval.ms": 30_000,  # default 5 min; errors trigger a refresh at once anyway
-    "metadata.max.age.ms": 90_000,
+    # A killed leader is not a leaderless partition to librdkafka: it learns the new leader at its next
+    # metadata refresh. Every second (default 5 min) puts a leader move ~1 s from the client, not ~2 s:
+    # measured on the local cluster, a producer's longest gap after kill -9 of a leader 3.0 s vs 4.0 s.
+    "topic.metadata.refresh.interval.ms": 1000,
+    "metadata.max.age.ms": 10_000,
 }
 
 
