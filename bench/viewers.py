@@ -100,7 +100,9 @@ def run(binary: Path, args: argparse.Namespace) -> dict:
     sampler = Sampler(args.origins.split(",")) if args.origins else None
     if sampler:
         sampler.start()
-    out = subprocess.run(cmd, env={**os.environ, "GOMAXPROCS": "1"}, capture_output=True, text=True, check=True)
+    out = subprocess.run(cmd, env={**os.environ, "GOMAXPROCS": "1"}, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"viewers exited {out.returncode}: {out.stderr[-3000:]}")
     report = json.loads(out.stdout)
     if sampler:
         sampler.stop.set()

@@ -16,10 +16,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"runtime"
@@ -65,53 +62,22 @@ type fetched struct {
 	err      error
 }
 
-var client *http.Client
-
-func get(ctx context.Context, u string, keep bool) fetched {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return fetched{err: err}
-	}
-	requests.Add(1)
-	resp, err := client.Do(req)
-	if err != nil {
-		if ctx.Err() == nil {
-			countErr("transport")
-		}
-		return fetched{err: err}
-	}
-	t0 := time.Now()
-	var f fetched
-	f.status = resp.StatusCode
-	if keep {
-		f.body, f.err = io.ReadAll(resp.Body)
-		f.size = int64(len(f.body))
-	} else {
-		f.size, f.err = io.Copy(io.Discard, resp.Body)
-	}
-	resp.Body.Close()
-	f.transfer = time.Since(t0)
-	bytesIn.Add(f.size)
-	if f.err != nil && ctx.Err() == nil {
-		countErr("body")
-	}
-	if f.status >= 400 && ctx.Err() == nil {
-		countErr("http_" + strconv.Itoa(f.status))
-	}
-	return f
-}
-
+// withQuery appends query parameters (the URIs here never carry the _HLS_* ones already).
 func withQuery(u string, kv ...string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return u
+	var b strings.Builder
+	b.WriteString(u)
+	sep := "?"
+	if strings.Contains(u, "?") {
+		sep = "&"
 	}
-	q := p.Query()
 	for i := 0; i+1 < len(kv); i += 2 {
-		q.Set(kv[i], kv[i+1])
+		b.WriteString(sep)
+		b.WriteString(kv[i])
+		b.WriteByte('=')
+		b.WriteString(kv[i+1])
+		sep = "&"
 	}
-	p.RawQuery = q.Encode()
-	return p.String()
+	return b.String()
 }
 
 type result struct {
@@ -236,6 +202,8 @@ func (v *viewer) choose(buffer float64) int {
 }
 
 type track struct {
+	hc       hclient // playlists and parts, in order
+	hint     hclient // the preload-hinted part, alongside the blocking playlist request
 	video    bool
 	url      string
 	media    *Media
@@ -259,7 +227,7 @@ func (v *viewer) load(ctx context.Context, t *track, kv ...string) bool {
 	if len(kv) > 0 {
 		u = withQuery(u, kv...)
 	}
-	f := get(ctx, u, true)
+	f := t.hc.get(ctx, u, true)
 	if f.err != nil || f.status != 200 {
 		if ctx.Err() == nil {
 			v.fail(ctx)
@@ -326,7 +294,7 @@ func (v *viewer) init(ctx context.Context, t *track) bool {
 	if t.media.MapURI == "" || t.media.MapURI == t.initDone {
 		return true
 	}
-	f := get(ctx, t.media.MapURI, false)
+	f := t.hc.get(ctx, t.media.MapURI, false)
 	if f.err != nil || f.status != 200 {
 		if ctx.Err() == nil {
 			v.fail(ctx)
@@ -388,7 +356,7 @@ func (v *viewer) runLL(ctx context.Context, t *track) {
 		s := t.media.Find(t.msn)
 		switch {
 		case s != nil && t.part < len(s.Parts): // listed: load it
-			f := get(ctx, s.Parts[t.part].URI, false)
+			f := t.hc.get(ctx, s.Parts[t.part].URI, false)
 			if f.err != nil || f.status != 200 {
 				if ctx.Err() == nil {
 					v.fail(ctx)
@@ -404,7 +372,7 @@ func (v *viewer) runLL(ctx context.Context, t *track) {
 				}
 			}
 		case s != nil && s.Complete && len(s.Parts) == 0: // older than the part window: whole segment
-			f := get(ctx, s.URI, false)
+			f := t.hc.get(ctx, s.URI, false)
 			if f.err != nil || f.status != 200 {
 				if ctx.Err() == nil {
 					v.fail(ctx)
@@ -436,7 +404,7 @@ func (v *viewer) runLL(ctx context.Context, t *track) {
 			hintURI := t.media.HintURI
 			if hintURI != "" && nm == t.msn && np == t.part {
 				hint = make(chan fetched, 1)
-				go func() { hint <- get(ctx, hintURI, false) }()
+				go func() { hint <- t.hint.get(ctx, hintURI, false) }()
 			}
 			want := t.msn
 			wantPart := t.part
@@ -495,7 +463,7 @@ func (v *viewer) runHLS(ctx context.Context, t *track) {
 			v.load(ctx, t)
 			continue
 		}
-		f := get(ctx, s.URI, false)
+		f := t.hc.get(ctx, s.URI, false)
 		if f.err != nil || f.status != 200 {
 			if ctx.Err() == nil {
 				v.fail(ctx)
@@ -526,8 +494,10 @@ func (v *viewer) run(ctx context.Context, wg *sync.WaitGroup) {
 	if v.cfg.token != "" {
 		master = withQuery(master, "token", v.cfg.token)
 	}
+	var hc hclient
+	defer hc.close()
 	for ctx.Err() == nil {
-		f := get(ctx, master, true)
+		f := hc.get(ctx, master, true)
 		if f.err == nil && f.status == 200 {
 			base, _ := url.Parse(master)
 			v.variants, v.audio = ParseMaster(string(f.body), base)
@@ -548,9 +518,18 @@ func (v *viewer) run(ctx context.Context, wg *sync.WaitGroup) {
 	var tw sync.WaitGroup
 	if v.audio != "" {
 		tw.Add(1)
-		go func() { defer tw.Done(); run(ctx, &track{url: v.audio}) }()
+		go func() {
+			defer tw.Done()
+			t := &track{url: v.audio}
+			run(ctx, t)
+			t.hc.close()
+			t.hint.close()
+		}()
 	}
-	run(ctx, &track{video: true, url: v.variants[v.idx].URI})
+	t := &track{video: true, url: v.variants[v.idx].URI}
+	run(ctx, t)
+	t.hc.close()
+	t.hint.close()
 	tw.Wait()
 }
 
@@ -624,14 +603,6 @@ func main() {
 		rl.Cur = rl.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
-	client = &http.Client{Transport: &http.Transport{
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          0,
-		MaxIdleConnsPerHost:   8*cfg.n + 64,
-		IdleConnTimeout:       25 * time.Second, // under the edge's idle timeout
-		DisableCompression:    true,
-		ResponseHeaderTimeout: 40 * time.Second,
-	}}
 
 	viewers := make([]*viewer, cfg.n)
 	ctx, cancel := context.WithCancel(context.Background())
