@@ -257,7 +257,7 @@ async def server_time() -> Response:
 _EDGE_MEDIA_PATH = re.compile(r"^/(live|vod)/([^/]+)/([^/]+)/([^/]+)$")
 
 
-@router.get("/edge/authz", tags=["ops"], summary="Token check for the nginx edge (auth_request)",
+@router.get("/edge/authz", tags=["ops"], summary="Token check for the edge (its first pass for media)",
             status_code=200, responses={403: {"description": "Token or country refused, or a path that is not "
                                                               "a canonical media path of a known stream"}})
 async def edge_authz(request: Request) -> Response:
@@ -279,7 +279,7 @@ async def edge_authz(request: Request) -> Response:
     ctx = request.app.state.ctx
     if scope == "live" and (ctx.registry is None or ctx.registry.get(sid) is None):
         return denied  # unknown (or not yet loaded) stream: never serve a cached object for it
-    # the token nginx keys the cached verdict on ($arg_token, undecoded), never one decoded here
+    # the token the edge keys the cached verdict on (the raw first `token=` argument), never one decoded here
     token = request.headers.get("x-playback-token") or None
     scope_req = request.scope.copy()
     scope_req["query_string"] = urlencode({"token": token}).encode() if token else b""

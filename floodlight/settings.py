@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # --- API / edge ------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the api binds.")
     api_port: int = Field(8000, description="Port the api binds.")
-    edge_port: int = Field(8080, description="Port of the nginx edge in front of the api.")
+    edge_port: int = Field(8080, description="Port of the Varnish edge in front of the api.")
     public_base_url: str = Field("", description="Base URL players use (default: the edge).")
     jwt_secret: str = Field(DEFAULT_JWT_SECRET, description="HS256 secret of api bearer JWTs.")
     playback_keys: str = Field(
@@ -86,9 +86,9 @@ class Settings(BaseSettings):
         description="Primary,backup SRT ingest URLs handed out when a stream is created.",
     )
     edge_country: str = Field(
-        "", description="Country code the local nginx edge stamps on requests (no GeoIP database locally)."
+        "", description="Country code the local edge stamps on requests (no GeoIP database locally)."
     )
-    edge_cache_max_size: str = Field("2g", description="Size bound of the nginx edge's media cache.")
+    edge_cache_max_size: str = Field("2g", description="Size bound of the edge's cache (Varnish malloc storage, LRU).")
 
     # --- Roles -------------------------------------------------------------------------------
     ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")
