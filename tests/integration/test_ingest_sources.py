@@ -109,7 +109,7 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
         wait_until(lambda: agent.stats.published >= 5, 20, what="GOPs from the SRT push")
         # the caller's session ends with it; the gate listens again and the next caller gets through
         wait_until(lambda: agent.source.gate.restarts >= 1, 20, what="gate listening again")
-        first = agent.stats.published  # read after the restart: the first caller's tail GOP is out by then
+        first = agent.stats.published  # at least this many came from the first caller (its tail may follow)
         again = None
         for _ in range(3):
             again = push(["-re", "-i", str(feed_file), "-t", "2", "-c", "copy", "-f", "mpegts",
@@ -122,7 +122,7 @@ def test_srt_push_through_the_relay_arrives_as_gops(isolated: Settings, feed_fil
     every = sorted((g for _, g in got), key=lambda g: g["gop_index"])
     assert {g["epoch"] for g in every} == {0, 1}  # the second caller restarted the timeline
     gops = [g for g in every if g["epoch"] == 0]
-    assert len(gops) == first
+    assert len(gops) >= first >= 5
     assert [g["gop_index"] for g in gops] == list(range(gops[0]["gop_index"], gops[0]["gop_index"] + len(gops)))
     assert (gops[0]["time_base_num"], gops[0]["time_base_den"]) == (1, 90000)  # MPEG-TS timeline
     for i, g in enumerate(gops):

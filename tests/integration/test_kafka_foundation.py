@@ -6,7 +6,7 @@ import asyncio
 import os
 import uuid
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from floodlight.kafka import make_consumer, make_producer
@@ -21,9 +21,15 @@ def test_topics_have_the_configs_of_the_table(isolated: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": isolated.kafka_bootstrap})
     specs = {isolated.topic(s.short): s for s in topic_specs(isolated)}
     md = admin.list_topics(timeout=10)
-    futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in specs])
-    for res, fut in futures.items():
-        actual = fut.result()
+
+    def describe() -> dict:  # a topic just created can be unknown to the broker answering for a moment
+        futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in specs])
+        try:
+            return {res: fut.result() for res, fut in futures.items()}
+        except KafkaException:
+            return {}
+
+    for res, actual in wait_until(describe, 15, interval=0.2, what="every topic's configs").items():
         for key, want in specs[res.name].configs.items():
             assert actual[key].value == want, (res.name, key)
         assert len(md.topics[res.name].partitions) == specs[res.name].partitions

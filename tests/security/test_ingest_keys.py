@@ -265,7 +265,8 @@ def test_srt_wrong_or_missing_streamid_or_passphrase_publishes_no_gop(isolated: 
             assert res.returncode != 0, f"accepted: {caller.replace(key, 'KEY')}"
         time.sleep(2)
         gate = agent.source.gate
-        assert gate.accepted == 0 and gate.bytes == 0 and gate.refused == 3
+        # three callers refused by the key check (a caller may retry: at least three); two by libsrt's passphrase
+        assert gate.accepted == 0 and gate.bytes == 0 and gate.refused >= 3
         assert agent.source.sessions_opened == 0 and agent.stats.chunked == 0
         assert gops_on_topic(isolated) == 0
 
