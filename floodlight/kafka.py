@@ -19,11 +19,11 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from floodlight.settings import Settings
 from schemas import codec
-from schemas.errors import DeadLetterClass, Stage
+from schemas.errors import DeadLetterClass, FloodlightError, Stage
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 log = logging.getLogger("floodlight.kafka")
@@ -84,6 +84,102 @@ def make_producer(settings: Settings, **overrides: Any) -> Producer:
 
 def make_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+class TransactionAborted(FloodlightError):
+    """The transaction was aborted: none of its records reaches a read_committed reader and its offsets
+    were not committed. The caller re-reads from the committed offsets (or, fenced, has lost them)."""
+
+
+class ProducerFenced(FloodlightError):
+    """Fatal: another producer with the same transactional.id took over. Make a new one, or stop."""
+
+
+class TransactionalProducer:
+    """A consume-transform-produce producer whose output and input offsets commit together (KIP-447).
+
+    A stand-in for `confluent_kafka.Producer` (produce / poll / flush / len): `produce` opens a
+    transaction when none is open, and `commit(consumer, offsets)` sends the consumer's offsets into it
+    with the consumer's group metadata and commits it. The broker checks that metadata against the
+    group: a member that was dropped from the generation (stopped past its session timeout while another
+    member took its partitions) cannot commit — the transaction is aborted (TransactionAborted) and its
+    records never reach read_committed readers (librdkafka's default isolation level). That is how a
+    zombie's late output is kept out of the topic, not just deduplicated downstream.
+
+    An open transaction of a process that dies holds read_committed readers of the partitions it wrote
+    back until `transaction.timeout.ms` (10 s here) passes, unless a producer with the same
+    transactional.id starts first: give each member slot a stable id where the platform has one.
+    """
+
+    def __init__(self, settings: Settings, transactional_id: str, *, timeout_s: float = 30.0,
+                 **overrides: Any) -> None:
+        # a record must be delivered within its transaction's lifetime (librdkafka insists)
+        conf = producer_config(settings, **{"transactional.id": transactional_id, "transaction.timeout.ms": 10_000,
+                                            "message.timeout.ms": 10_000, **overrides})
+        self.producer = Producer(conf)
+        self.timeout_s = timeout_s
+        self.in_transaction = False
+        self.producer.init_transactions(timeout_s)
+
+    def _begin(self) -> None:
+        if not self.in_transaction:
+            self.producer.begin_transaction()
+            self.in_transaction = True
+
+    def produce(self, topic: str, *args: Any, **kwargs: Any) -> None:
+        self._begin()
+        self.producer.produce(topic, *args, **kwargs)
+
+    def poll(self, timeout: float = 0) -> int:
+        return self.producer.poll(timeout)
+
+    def flush(self, timeout: float = -1) -> int:
+        return self.producer.flush(timeout) if timeout >= 0 else self.producer.flush()
+
+    def __len__(self) -> int:
+        return len(self.producer)
+
+    def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """Commit what was produced since the last commit together with `offsets` (the next offset to
+        read per input partition). TransactionAborted when the group refused the offsets (we were fenced)
+        or the transaction failed; ProducerFenced when another instance took our transactional.id."""
+        if not self.in_transaction and not offsets:
+            return
+        self._begin()
+        try:
+            if offsets:
+                self.producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(),
+                                                          self.timeout_s)
+            self._commit_retrying()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if err is not None and err.txn_requires_abort():
+                self.abort()
+                raise TransactionAborted(f"transaction aborted: {err}") from exc
+            self.in_transaction = False
+            raise ProducerFenced(f"transactional producer unusable: {err or exc}") from exc
+        self.in_transaction = False
+
+    def _commit_retrying(self) -> None:
+        end = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                self.producer.commit_transaction(max(1.0, end - time.monotonic()))
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if err is None or not err.retriable() or time.monotonic() >= end:
+                    raise
+                time.sleep(0.1)
+
+    def abort(self) -> None:
+        """Abort the open transaction (if any): its records are never delivered to read_committed readers."""
+        if not self.in_transaction:
+            return
+        try:
+            self.producer.abort_transaction(self.timeout_s)
+        finally:
+            self.in_transaction = False
 
 
 def wait_for_broker(settings: Settings, deadline_s: float = 60.0) -> str:
