@@ -38,6 +38,7 @@ ZOMBIE = textwrap.dedent("""
     print("got", msg.offset(), flush=True)
     sys.stdin.readline()  # the test stops us here (SIGSTOP), then wakes us and sends a line
     producer.produce(dst, value=b"A:" + msg.value())
+    producer.flush(10)  # the late output is in the log before the commit is tried
     try:
         producer.commit(consumer, [TopicPartition(src, msg.partition(), msg.offset() + 1)])
         print("committed", flush=True)
