@@ -3,7 +3,9 @@
 Parses with the third-party `m3u8` library (so a foreign parser must accept the text) and then
 checks the rules the packager promises: EXTINF <= TARGETDURATION when rounded, every part <=
 PART-TARGET, PART-HOLD-BACK >= 3 x PART-TARGET, HOLD-BACK >= 3 x TARGETDURATION, CAN-SKIP-UNTIL
->= 6 x TARGETDURATION, and optionally that every URI the playlist names exists.
+>= 6 x TARGETDURATION, parts after the last EXTINF belong to the next segment and the
+PRELOAD-HINT names the part after the last one listed, and optionally that every URI the playlist
+names exists.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ def check_media_playlist(text: str, exists: Callable[[str], bool] | None = None)
     if td is None:
         problems.append("no EXT-X-TARGETDURATION")
         td = 0
-    for seg in pl.segments:
+    partial = [s for s in pl.segments if s.uri is None]  # parts of the segment being built (no EXTINF yet)
+    if partial and (len(partial) > 1 or pl.segments[-1].uri is not None):
+        problems.append("parts without EXTINF before a complete segment")
+    full = [s for s in pl.segments if s.uri is not None]
+    for seg in full:
         if round(seg.duration) > td:
             problems.append(f"EXTINF {seg.duration} > TARGETDURATION {td} ({seg.uri})")
     part_target = None
@@ -67,10 +73,12 @@ def check_media_playlist(text: str, exists: Callable[[str], bool] | None = None)
     for line in lines:
         if line and not line.startswith("#") and line not in gaps:
             uris.append(line)
-    msns = [pl.media_sequence + i for i in range(len(pl.segments))]
+    msns = [pl.media_sequence + i for i in range(len(full))]
     if msns != sorted(set(msns)):
         problems.append("media sequence numbers not strictly increasing")
-    names = [s.uri for s in pl.segments if s.uri not in gaps]
+    skipped = sum(int(attrs(ln).get("SKIPPED-SEGMENTS", "0")) for ln in lines if ln.startswith("#EXT-X-SKIP:"))
+    problems += _hint_problems(lines, (pl.media_sequence or 0) + skipped + len(full))
+    names = [s.uri for s in full if s.uri not in gaps]
     nums = [int(n.split(".")[0]) for n in names if n.split(".")[0].isdigit()]
     if nums != sorted(set(nums)):
         problems.append(f"segment URIs out of order or duplicated: {nums}")
@@ -79,6 +87,26 @@ def check_media_playlist(text: str, exists: Callable[[str], bool] | None = None)
             if not exists(uri):
                 problems.append(f"{uri} named but not in the store")
     return problems
+
+
+def _hint_problems(lines: list[str], next_msn: int) -> list[str]:
+    """The PRELOAD-HINT names the part after the last listed one: of the segment being built, or part 0
+    of the next segment (parts named {msn}.{part}.m4s, the packager's naming)."""
+    hints = [attrs(ln).get("URI", "") for ln in lines if ln.startswith("#EXT-X-PRELOAD-HINT:")]
+    if not hints:
+        return []
+    tail: list[str] = []  # part URIs after the last EXTINF
+    for line in lines:
+        if line.startswith("#EXTINF:"):
+            tail = []
+        elif line.startswith("#EXT-X-PART:"):
+            tail.append(attrs(line)["URI"])
+    want = f"{next_msn}.{len(tail)}.m4s"
+    named = [u for u in tail if not u.startswith(f"{next_msn}.")]
+    out = [f"part {u} listed after the last segment is not of segment {next_msn}" for u in named]
+    if hints[-1].split("?")[0] != want:
+        out.append(f"PRELOAD-HINT {hints[-1]} is not the next part {want}")
+    return out
 
 
 def _gap_uris(lines: list[str]) -> set[str]:

@@ -4,6 +4,16 @@ Kafka-free so the live sink (worker.py) and the replay tool share it: the key pr
 `vod/<asset>`) and VOD finalisation are parameters. Write order follows DESIGN §3.4: init, parts
 and segment objects first, then the playlists naming them, then master and MPD; objects that leave
 the DVR window are deleted only after the playlists stop naming them.
+
+Parts that leave the encoder one by one (RenditionSegment `part_index` >= 0, LOW mode, issue 15)
+are written the moment they arrive; the segment after the newest complete one (the reorder buffer's
+next) lists its parts as they come (`Track.partial`: PDT of its GOP, EXT-X-PART, PRELOAD-HINT for the
+next part), and each playlist write is announced with its msn and part. The record with
+`is_last_part` completes the segment (the concatenation of its parts), which then goes through the
+reorder buffer like a whole one. A part that is already there is never written again: a re-delivery
+(another encoder re-doing the GOP) is compared and dropped, so what a playlist listed never changes;
+and a segment with listed parts is never replaced by a gap — past `PARTIAL_DEADLINE_S` it is
+completed with the parts it has.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from floodlight import ids
@@ -33,7 +43,8 @@ from sinks.packager.state import (
 )
 
 log = logging.getLogger("floodlight.packager")
-
+PARTIAL_DEADLINE_S = 30.0  # a segment with listed parts waits this long for the rest (encoder failover)
+RESUME_WAIT_S = 30.0  # a restarted packager waits at most this long to catch up with the playlists in the store
 
 
 class BadSegment(FloodlightError, ValueError):
@@ -47,6 +58,29 @@ class Held:
     rec: dict[str, Any]
     partition: int = -1
     offset: int = -1
+    more: list[tuple[int, int]] = field(default_factory=list)  # the other parts' (partition, offset)
+
+
+@dataclass
+class Assembly:
+    """A segment arriving part by part: the parts so far (index -> record) and where they came from."""
+
+    msn: int
+    parts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    offsets: list[tuple[int, int]] = field(default_factory=list)
+    count: int | None = None  # number of parts, once the last (or a closing record) has come
+    first_at: float = 0.0
+
+    def listed(self) -> int:
+        """Parts that can be listed: the run from part 0 without a hole."""
+        n = 0
+        while n in self.parts:
+            n += 1
+        return n
+
+    @property
+    def complete(self) -> bool:
+        return self.count is not None and self.listed() >= self.count
 
 
 ManifestHook = Callable[[dict[str, Any]], None]
@@ -80,10 +114,17 @@ def validate_segment(rec: dict[str, Any]) -> None:
         raise BadSegment(f"invalid stream_id {rec.get('stream_id')!r}")
     if not ids.is_rendition(name):
         raise BadSegment(f"invalid rendition name {name!r}")
+    closing = rec.get("part_index", -1) > 0 and rec.get("is_last_part", True) and not rec.get("parts")
+    if closing:  # closes a segment at the parts it has: no media of its own
+        if rec.get("data"):
+            raise BadSegment("a closing record carries no media")
+        return
     if rec.get("timescale", 0) <= 0 or rec.get("duration", 0) <= 0:
         raise BadSegment("timescale and duration must be positive")
     if not rec.get("data"):
         raise BadSegment("empty segment data")
+    if rec.get("part_index", -1) >= 0 and len(rec.get("parts") or []) != 1:
+        raise BadSegment("a part record carries exactly one part")
     size = len(rec["data"])
     for p in rec.get("parts") or []:
         if p["offset"] < 0 or p["length"] <= 0 or p["offset"] + p["length"] > size or p["duration"] <= 0:
@@ -109,13 +150,19 @@ class StreamPackager:
         self.dvr_every_s = dvr_every_s
         self._dvr_at: dict[str, int] = {}  # rendition -> end (PDT ms) of the newest segment in dvr.m3u8
         self.buffers: dict[str, ReorderBuffer[Held]] = {}
+        self.assembling: dict[str, dict[int, Assembly]] = {}  # rendition -> msn -> parts so far
         self.dirty: set[str] = set()
         self.unsaved = False  # state changed since the last checkpoint
         self._etags: dict[str, str] = {}  # manifests this process wrote: key -> etag
         self._dirty_chunks: set[tuple[str, int]] = set()  # (rendition, msn // CHUNK) changed since checkpoint
         self._doomed: list[tuple[str, Segment]] = []  # left the window; deleted once no playlist names them
         self.last_segment_at = time.monotonic()
-        self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0}
+        self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0,
+                      "parts": 0, "duplicate_parts": 0, "contradicting_parts": 0, "short_segments": 0}
+        # what the live playlists in the store list already: a restarted packager whose checkpoint is older
+        # (or was never written) re-reads the rest from Kafka and writes no playlist that goes back meanwhile
+        self._resume: dict[str, tuple[int, int] | None] = {}  # rendition -> edge to reach (None: checked)
+        self._resume_until = time.monotonic() + RESUME_WAIT_S
         for name, track in state.tracks.items():
             if track.segments:
                 self._buffer(name).next_msn = track.last_msn + 1
@@ -182,21 +229,125 @@ class StreamPackager:
         buf = self._buffer(name)
         if buf.next_msn is None:
             buf.next_msn = min(msn, self.state.start_msn()) if self.state.tracks else msn
+        if rec.get("part_index", -1) >= 0:
+            self._add_part(rec, msn, now, partition, offset)
+            return
         self._apply(name, buf.offer(msn, Held(rec, partition, offset), now))
 
     def tick(self, now: float) -> None:
-        """Release gaps whose deadline has passed."""
+        """Release gaps whose deadline has passed; a segment with listed parts is waited for longer,
+        then completed with the parts it has (never replaced by a gap)."""
         for name, buf in list(self.buffers.items()):
+            asm = self.assembling.get(name, {}).get(buf.next_msn) if buf.next_msn is not None else None
+            if asm is not None and asm.listed():
+                if now - asm.first_at >= PARTIAL_DEADLINE_S:
+                    self._complete(name, asm, now, short=True)
+                continue
             self._apply(name, buf.expire(now))
 
     def held_offsets(self) -> list[tuple[int, int]]:
         """(partition, offset) of records still waiting: commits must not pass them."""
-        return [(h.partition, h.offset) for b in self.buffers.values() for h in b.pending.values()
-                if h.offset >= 0]
+        out = [(p, o) for b in self.buffers.values() for h in b.pending.values()
+               for p, o in [(h.partition, h.offset), *h.more] if o >= 0]
+        out += [(p, o) for by_msn in self.assembling.values() for a in by_msn.values() for p, o in a.offsets if o >= 0]
+        return out
 
     @property
     def holding(self) -> int:
-        return sum(b.holding for b in self.buffers.values())
+        return sum(b.holding for b in self.buffers.values()) + sum(len(a) for a in self.assembling.values())
+
+    # --- parts ------------------------------------------------------------------------------
+    def _add_part(self, rec: dict[str, Any], msn: int, now: float, partition: int, offset: int) -> None:
+        """One part of segment msn: written now, listed if msn is the segment being built, and the
+        segment completed (then released in order) once its last part is here."""
+        name = rec["rendition"]["name"]
+        index = rec["part_index"]
+        track = self._track(rec, whole=bool(rec.get("is_last_part", True)))
+        existing = track.segments.get(msn)
+        if existing is not None and not existing.gap:
+            self.stats["duplicate_parts"] += 1  # the segment is complete: a re-delivery
+            return
+        buf = self._buffer(name)
+        assert buf.next_msn is not None
+        if msn < buf.next_msn and existing is None and (not track.segments or msn < min(track.segments)):
+            self.stats["too_old"] += 1  # before the window (or purged): it would never be listed
+            return
+        by_msn = self.assembling.setdefault(name, {})
+        asm = by_msn.get(msn)
+        if asm is None:
+            asm = by_msn[msn] = Assembly(msn, first_at=now)
+        closing = not rec.get("parts")
+        if closing or rec.get("is_last_part", True):
+            count = index if closing else index + 1
+            if asm.count is None:
+                asm.count = count
+        if not closing:
+            old = asm.parts.get(index)
+            if old is not None:
+                if old["data"] != rec["data"]:
+                    self.stats["contradicting_parts"] += 1
+                    log.error("a part came again with different bytes: the first one stays",
+                              extra={"stream_id": self.state.stream_id, "gop_index": rec["gop_index"],
+                                     "rendition": name, "part": index})
+                else:
+                    self.stats["duplicate_parts"] += 1
+                return
+            root = f"{self.state.root}/{name}"
+            self.store.put_if_changed(f"{root}/{track.init_name(rec['init_hash'])}", rec["init_segment"])
+            _, key, iv = self._key_for(msn)
+            data = rec["data"]
+            self.store.put_if_changed(f"{root}/{msn}.{index}.m4s", encrypt.encrypt(data, key, iv) if key else data)
+            asm.parts[index] = rec
+            self.stats["parts"] += 1
+            self.state.note_part(float(rec["parts"][0]["duration"]))
+        asm.offsets.append((partition, offset))
+        if msn == buf.next_msn and buf.waiting_since is not None:
+            buf.waiting_since = now  # the segment the others wait for is coming: its deadline restarts
+        if asm.complete:
+            self._complete(name, asm, now)
+        elif msn == buf.next_msn:
+            self.dirty.add(name)
+
+    def _complete(self, name: str, asm: Assembly, now: float, short: bool = False) -> None:
+        """The segment is its parts (the run from part 0; `short`: no more are coming): release it."""
+        self.assembling.get(name, {}).pop(asm.msn, None)
+        n = asm.listed() if asm.count is None else min(asm.listed(), asm.count)
+        if n == 0:
+            return
+        if short:
+            self.stats["short_segments"] += 1
+            log.warning("segment completed with the parts it has", extra={
+                "stream_id": self.state.stream_id, "rendition": name, "msn": asm.msn, "parts": n})
+        parts = [asm.parts[i] for i in range(n)]
+        whole = dict(parts[-1])
+        offset = 0
+        plist = []
+        for p in parts:
+            plist.append({**p["parts"][0], "offset": offset})
+            offset += len(p["data"])
+        whole.update(pts=parts[0]["pts"], duration=sum(p["duration"] for p in parts), data=b"".join(
+            p["data"] for p in parts), parts=plist, part_index=-1, is_last_part=True, _parts_written=True)
+        first = asm.offsets[0] if asm.offsets else (-1, -1)
+        self._apply(name, self._buffer(name).offer(asm.msn, Held(whole, first[0], first[1], asm.offsets[1:]), now))
+        self.dirty.add(name)
+
+    def _partial(self, track: Track) -> Segment | None:
+        """The segment being built after the newest complete one, with its listable parts."""
+        buf = self.buffers.get(track.name)
+        if buf is None or buf.next_msn is None or not track.segments or buf.next_msn != track.last_msn + 1:
+            return None
+        asm = self.assembling.get(track.name, {}).get(buf.next_msn)
+        n = asm.listed() if asm is not None else 0
+        if asm is None or n == 0:
+            return None
+        first = asm.parts[0]
+        kid, _, iv = self._key_for(asm.msn)
+        parts = [asm.parts[i] for i in range(n)]
+        return Segment(msn=asm.msn, pts=first["pts"], duration=sum(p["duration"] for p in parts),
+                       timescale=first["timescale"], pdt_ms=first["capture_wallclock_ms"], epoch=first.get("epoch", 0),
+                       init_hash=first["init_hash"], parts=[Part(float(p["parts"][0]["duration"]),
+                                                                 bool(p["parts"][0]["independent"])) for p in parts],
+                       key_id=kid, iv_hex=iv.hex() if iv else None, size=sum(len(p["data"]) for p in parts))
 
     def add_cue(self, cue: dict[str, Any]) -> bool:
         """Register an ad break; it is placed on the next segment boundary at or after its start."""
@@ -232,11 +383,14 @@ class StreamPackager:
         if any(r.item is None for r in in_order):
             buf.waiting_since = float("-inf")  # its deadline had passed already
 
-    def _track(self, rec: dict[str, Any]) -> Track:
+    def _track(self, rec: dict[str, Any], whole: bool = True) -> Track:
+        """The rendition's track, described by the record (bitrates only from whole segments: a part's
+        own rate says little of the segment's)."""
         r = rec["rendition"]
         t = self.state.track_for(r["name"], r["media_type"], r["codecs"])
-        t.describe(codecs=r["codecs"], timescale=rec["timescale"], bandwidth=int(r.get("bandwidth") or 0),
-                   average_bandwidth=int(r.get("average_bandwidth") or 0),
+        t.describe(codecs=r["codecs"], timescale=rec["timescale"] or t.timescale,
+                   bandwidth=int(r.get("bandwidth") or 0) if whole else 0,
+                   average_bandwidth=int(r.get("average_bandwidth") or 0) if whole else 0,
                    target_bitrate=int(r.get("target_bitrate") or 0), width=int(r.get("width") or 0),
                    height=int(r.get("height") or 0), frame_rate=float(r.get("frame_rate") or 0.0),
                    sample_rate=int(r.get("sample_rate") or 0), channels=int(r.get("channels") or 0))
@@ -268,6 +422,8 @@ class StreamPackager:
         data: bytes = rec["data"]
         parts = rec.get("parts") or []
         for j, p in enumerate(parts):
+            if rec.get("_parts_written"):
+                break  # written one by one as they arrived (and never again)
             start = 0 if j == 0 else p["offset"]
             chunk = data[start:p["offset"] + p["length"]]
             self.store.put_if_changed(f"{root}/{msn}.{j}.m4s", encrypt.encrypt(chunk, key, iv) if key else chunk)
@@ -334,6 +490,9 @@ class StreamPackager:
             if not track.segments:
                 continue
             ordered = track.ordered()
+            track.partial = self._partial(track) if not (self.state.ended or self.state.vod) else None
+            if self._behind_the_store(name, track):
+                continue  # the store lists more already (restart): catch up first, never go back
             kw = {"ordered": ordered, "disc": self.state.discontinuities(track, ordered)}
             text = playlist.media_playlist(self.state, name, playlist.LIVE, **kw)
             self._put_doc(f"{root}/{name}/playlist-skip.m3u8",
@@ -348,7 +507,8 @@ class StreamPackager:
             etag, changed = self._put_doc(f"{root}/{name}/playlist.m3u8", text.encode())
             written += 1
             if changed:
-                self._announce(name, track.last_msn, -1, track.publish(wall_ms), etag, wall_ms)
+                msn, part = playlist.live_edge(self.state, track)
+                self._announce(name, msn, part, track.publish(wall_ms), etag, wall_ms)
         if playlist.video_tracks(self.state):
             self._write_doc("master", f"{root}/master.m3u8", playlist.master_playlist(self.state), wall_ms)
             self._write_doc("master-dvr", f"{root}/master-dvr.m3u8",
@@ -381,6 +541,23 @@ class StreamPackager:
             if remaining[0] in run.msns:
                 self.state.keep_period(run.origin, run.start_s, run.ptos)
                 return
+
+    def _behind_the_store(self, name: str, track: Track) -> bool:
+        """The live playlist in the store (written before a restart) lists more than this process has
+        caught up with: its media is being re-read from Kafka, so wait (at most RESUME_WAIT_S)."""
+        if name not in self._resume:
+            obj = self.store.get(f"{self.state.root}/{name}/playlist.m3u8") if not self.state.ended else None
+            self._resume[name] = playlist.listed_edge(obj.data.decode("utf-8", "replace")) if obj else None
+        edge = self._resume[name]
+        if edge is None:
+            return False
+        def order(e: tuple[int, int]) -> tuple[int, int]:
+            return e[0], e[1] if e[1] >= 0 else 1 << 30  # a complete segment is past every part of it
+
+        if order(playlist.live_edge(self.state, track)) < order(edge) and time.monotonic() < self._resume_until:
+            return True
+        self._resume[name] = None
+        return False
 
     def _put_doc(self, key: str, data: bytes) -> tuple[str, bool]:
         """Write a manifest unless this process already wrote these exact bytes (saves a read per write)."""
@@ -420,6 +597,9 @@ class StreamPackager:
     # --- lifecycle --------------------------------------------------------------------------
     def end(self, vod: bool = False, wall_ms: int | None = None) -> None:
         """Stream over: release what waits (holes become gaps), then ENDLIST everywhere (static MPD)."""
+        for name, by_msn in list(self.assembling.items()):
+            for asm in sorted(by_msn.values(), key=lambda a: a.msn):
+                self._complete(name, asm, time.monotonic(), short=True)
         for name, buf in list(self.buffers.items()):
             self._apply(name, buf.flush())
         self.state.end(vod)

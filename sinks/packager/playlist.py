@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from sinks.packager import scte35
-from sinks.packager.state import CueEntry, Segment, StreamState, Track
+from sinks.packager.state import CueEntry, Segment, StreamState, Track, starts_discontinuity
 
 VERSION = 9  # EXT-X-SKIP (delta updates) needs 9; LL-HLS and EXT-X-GAP are within it
 PART_WINDOW_TARGETS = 3  # parts are listed for the last three target durations (RFC 8216bis §4.4.4.9)
@@ -166,6 +166,12 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE, *, ordered: 
                       if t.startswith("#EXT-X-DATERANGE")]
 
     part_from = _part_window_start(state, segs) if parts_on else None
+    partial = track.partial if parts_on and track.partial is not None else None
+    if partial is not None and partial.msn != segs[-1].msn + 1:
+        partial = None
+    if partial is not None:  # the segment being built: its parts so far, no EXTINF yet
+        disc = {**disc, partial.msn: disc[segs[-1].msn] + (1 if starts_discontinuity(segs[-1], partial) else 0)}
+        segs = [*segs, partial]
     cur_init: str | None = None
     cur_key: str | None = None
     prev: Segment | None = None
@@ -197,10 +203,13 @@ def media_playlist(state: StreamState, name: str, kind: str = LIVE, *, ordered: 
             for j, p in enumerate(seg.parts):
                 ind = ",INDEPENDENT=YES" if p.independent else ""
                 lines.append(f'#EXT-X-PART:DURATION={fmt(p.duration)},URI="{seg.msn}.{j}.m4s"{ind}')
+        if seg is partial:
+            break
         lines.append(_extinf_lines(seg.msn, seg.duration, seg.timescale))
         prev = seg
     if parts_on:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{segs[-1].msn + 1}.0.m4s"')
+        msn, part = (partial.msn, len(partial.parts)) if partial is not None else (segs[-1].msn + 1, 0)
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{msn}.{part}.m4s"')
     if ll:
         lines += rendition_reports(state, name)
     if final:
@@ -222,10 +231,37 @@ def _part_window_start(state: StreamState, segs: list[Segment]) -> int:
 
 
 def last_part(track: Track) -> int:
+    if track.partial is not None:
+        return len(track.partial.parts) - 1
     if not track.segments:
         return -1
     seg = track.segments[track.last_msn]
     return max(0, len(seg.parts) - 1)
+
+
+def live_edge(state: StreamState, track: Track) -> tuple[int, int]:
+    """(msn, part) of the newest media the live playlist lists: the segment being built and its last
+    part, or the newest complete segment and -1 (what a ManifestUpdate announces)."""
+    if track.partial is not None and state.has_parts and not (state.ended or state.vod):
+        return track.partial.msn, len(track.partial.parts) - 1
+    return track.last_msn, -1
+
+
+def listed_edge(text: str) -> tuple[int, int] | None:
+    """(msn, part) of the newest media a rendered live playlist lists (part -1: a complete segment)."""
+    seq, segments, parts_after = None, 0, 0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+            seq = int(line.split(":", 1)[1])
+        elif line.startswith("#EXT-X-SKIP:"):
+            segments += int(line.split("SKIPPED-SEGMENTS=", 1)[1].split(",")[0])
+        elif line.startswith("#EXTINF:"):
+            segments, parts_after = segments + 1, 0
+        elif line.startswith("#EXT-X-PART:"):
+            parts_after += 1
+    if seq is None or (not segments and not parts_after):
+        return None
+    return (seq + segments, parts_after - 1) if parts_after else (seq + segments - 1, -1)
 
 
 def rendition_reports(state: StreamState, name: str) -> list[str]:
@@ -234,8 +270,9 @@ def rendition_reports(state: StreamState, name: str) -> list[str]:
         t = state.tracks[other]
         if other == name or not t.segments:
             continue
+        msn = t.partial.msn if t.partial is not None and state.has_parts else t.last_msn
         lp = f",LAST-PART={last_part(t)}" if state.has_parts else ""
-        out.append(f'#EXT-X-RENDITION-REPORT:URI="../{other}/playlist.m3u8",LAST-MSN={t.last_msn}{lp}')
+        out.append(f'#EXT-X-RENDITION-REPORT:URI="../{other}/playlist.m3u8",LAST-MSN={msn}{lp}')
     return out
 
 

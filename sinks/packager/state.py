@@ -70,6 +70,7 @@ class Track:
     disc_base: int = 0  # discontinuity sequence number of the first kept segment
     pto: int = -1  # DASH presentationTimeOffset, fixed by the track's first segment
     hi: int = -1  # highest msn inserted
+    partial: Segment | None = None  # the segment being built after the newest one: its parts so far (not saved)
 
     def ordered(self) -> list[Segment]:
         return [self.segments[m] for m in sorted(self.segments)]
@@ -296,6 +297,12 @@ class StreamState:
             if pt > self.part_target:
                 self.part_target = pt
 
+    def note_part(self, duration: float) -> None:
+        """A part arrived on its own (before its segment is complete): PART-TARGET covers it."""
+        pt = math.ceil(duration * 1000 - 1e-6) / 1000
+        if pt > self.part_target:
+            self.part_target = pt
+
     @property
     def has_parts(self) -> bool:
         """LL-HLS part tags: low-latency streams whose newest segments really come in parts."""
@@ -303,7 +310,7 @@ class StreamState:
             return False
         for t in self.tracks.values():
             last = t.segments.get(t.last_msn)
-            if last is not None and len(last.parts) > 1:
+            if (last is not None and len(last.parts) > 1) or t.partial is not None:
                 return True
         return False
 
@@ -356,7 +363,7 @@ class StreamState:
         d["cues"] = {k: asdict(c) for k, c in self.cues.items()}
         d["tracks"] = {}
         for name, t in self.tracks.items():
-            td = {k: v for k, v in vars(t).items() if k not in ("segments", "inits")}
+            td = {k: v for k, v in vars(t).items() if k not in ("segments", "inits", "partial")}
             td["inits"] = dict(t.inits)
             td["segments"] = [seg_row(s) for s in t.ordered()] if with_segments else []
             d["tracks"][name] = td

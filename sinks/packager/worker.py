@@ -170,7 +170,10 @@ class PackagerWorker:
         try:
             while not self._stop.is_set():
                 self._poll_cues()
-                msgs = consumer.consume(num_messages=64, timeout=0.2)
+                # consume() waits its whole timeout for a full batch: wait for the first record only, then
+                # take what else is there, so a part is written the moment it arrives (issue 15)
+                first = consumer.poll(0.2)
+                msgs = ([first] + consumer.consume(num_messages=63, timeout=0)) if first is not None else []
                 now = time.monotonic()
                 for msg in msgs:
                     self._handle(msg, now)
