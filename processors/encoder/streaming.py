@@ -384,6 +384,11 @@ class GopStream:
         a = self._audio
         assert a is not None
         sr = a["sample_rate"]
+        stamps = [int(round(p["pts"] * a["tb"] * sr)) for p in packets]
+        for i in range(len(stamps) - 1, 0, -1):  # audio from before a jump (a source that skipped ahead): stale
+            if stamps[i] - stamps[i - 1] > 2 * 1024:
+                packets = packets[i:]
+                break
         sink = _Sink()
         out = av.open(sink, "w", format="mp4", options={"movflags": MOVFLAGS, "fragment_index": str(index + 1)})
         muxed = 0
