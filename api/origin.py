@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from api import metrics
 from api.llhls import BadBlockingRequest, BlockRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
@@ -133,7 +133,8 @@ async def _serve_document(request: Request, scope: str, sid: str, rendition: str
 
 async def _serve_media(request: Request, scope: str, sid: str, rendition: str, name: str) -> Response:
     """init/segments/parts: immutable. A part or segment just past the live edge is held until it exists
-    (preload hints), like a blocking playlist request."""
+    (preload hints), like a blocking playlist request; a segment of a stream in parts that is still being
+    built is streamed part by part (LL-DASH, chunked CMAF)."""
     ctx = request.app.state.ctx
     key = f"{scope}/{sid}/{rendition}/{name}"
     kind = "init" if name.endswith(".mp4") else ("part" if name.count(".") == 2 else "segment")
@@ -163,6 +164,8 @@ async def _serve_media_playlist(request: Request, scope: str, sid: str, renditio
     except BadBlockingRequest as exc:
         raise _bad(str(exc)) from exc
     if name != "playlist.m3u8" and (req.blocking or req.skip):
+            if nearby and req.part is None and state.part_target and req.msn is not None:
+                return _stream_segment(ctx, key, sid, rendition, req.msn)
         raise _bad("_HLS_* parameters apply to playlist.m3u8 only")
     if req.blocking and scope == "live":
         hub = ctx.hub
@@ -172,6 +175,39 @@ async def _serve_media_playlist(request: Request, scope: str, sid: str, renditio
                 raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
             hub.learn_from_playlist(sid, rendition, obj.data.decode("utf-8", "replace"))
         state = hub.state(sid, rendition)
+def _stream_segment(ctx: Any, key: str, sid: str, rendition: str, msn: int) -> Response:
+    """A segment still being built (issue 15.4, LL-DASH): its parts as each is written, with chunked transfer,
+    then whatever the complete segment has beyond them (the segment is the concatenation of its parts, so
+    the bytes are the segment's). A part that does not come in time ends the response unfinished, so no
+    cache keeps a truncated segment."""
+
+    async def body() -> Any:
+        sent, j = 0, 0
+        while True:
+            state = ctx.hub.state(sid, rendition)
+            if state is None or state.ended or state.msn > msn or (state.msn == msn and state.part == -1):
+                obj = await asyncio.to_thread(ctx.store.get, key)
+                if obj is None:
+                    raise RuntimeError(f"{key} complete but not in the store")
+                if len(obj.data) > sent:
+                    yield obj.data[sent:]
+                return
+            if state.msn == msn and state.part >= j:
+                part = await asyncio.to_thread(ctx.store.get, f"{key.removesuffix('.m4s')}.{j}.m4s")
+                if part is not None:
+                    yield part.data
+                    sent += len(part.data)
+                    j += 1
+                    continue
+            metrics.ORIGIN_MEDIA.labels("streamed_wait").inc()
+            if not await ctx.hub.wait_for(sid, rendition, BlockRequest(msn, j),
+                                          hold_seconds(state, ctx.settings.api_block_timeout_s)):
+                raise TimeoutError(f"part {msn}.{j} of {sid}/{rendition} did not come in time")
+
+    return StreamingResponse(body(), media_type="video/iso.segment",
+                             headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
         if state is not None and too_far_ahead(state, req):
             raise _bad(f"_HLS_msn/_HLS_part too far ahead of the live edge ({state.msn}.{state.part})")
         if not satisfied(state, req):

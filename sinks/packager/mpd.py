@@ -6,6 +6,14 @@ counts contiguous timeline entries only, so a gap ends a Period and the next one
 (dash.js cannot skip a missing $Number$ segment; it plays across a Period boundary). Period ids
 come from the msn the period began at, kept in the state when that msn leaves the DVR window, so
 they do not change between MPD updates. Ad breaks become an SCTE-35 EventStream in their Period.
+
+Low-latency DASH (issue 15.4), for LOW streams whose segments come in parts: the MPD carries what dash.js's
+low-latency mode needs (DASH-IF IOP low-latency guidelines): the profile, a ServiceDescription with the
+latency target and the playback rates catch-up may use, and on every SegmentTemplate
+`availabilityTimeOffset` = segment duration - part target with `availabilityTimeComplete="false"`: a
+segment may be asked for once its first part is out, and the origin streams it part by part (chunked
+CMAF). So that the player can ask for it from its timing alone, each timeline lists one segment beyond
+the newest complete one, with the duration of the one before (GOPs on a grid: it is that long).
 """
 
 from __future__ import annotations
@@ -22,6 +30,20 @@ NS = "urn:mpeg:dash:schema:mpd:2011"
 SCTE_NS = "http://www.scte.org/schemas/35/2016"
 UTC_TIMING_SCHEME = "urn:mpeg:dash:utc:http-iso:2014"
 UTC_TIMING_URL = "/api/v1/time"
+LL_PROFILE = "http://www.dashif.org/guidelines/low-latency-live-v5"
+LL_SCOPE = "urn:dvb:dash:lowlatency:scope:2019"
+CATCH_UP_RATES = (0.96, 1.04)  # how far dash.js may speed up or slow down to hold the latency target
+
+
+def low_latency(state: StreamState) -> bool:
+    """A live LOW stream whose segments come in parts: chunked CMAF, announced as low-latency DASH."""
+    return state.has_parts and not (state.ended or state.vod)
+
+
+def latency_target_ms(state: StreamState) -> int:
+    """The ServiceDescription latency target: three parts behind the live edge (as PART-HOLD-BACK in HLS), plus
+    the half second a part takes from capture to listed."""
+    return round(1000 * (3 * state.part_target + 0.5))
 
 
 def iso_dur(seconds: float) -> str:
@@ -116,7 +138,7 @@ def runs(state: StreamState, tracks: list[Track] | None = None) -> list[Run]:
     return result
 
 
-def _template(track: Track, run: Run) -> ET.Element | None:
+def _template(track: Track, run: Run, ll: StreamState | None = None, last_run: bool = False) -> ET.Element | None:
     segs = [track.segments[m] for m in run.msns if m in track.segments and not track.segments[m].gap]
     if not segs or track.name not in run.ptos:
         return None
@@ -127,6 +149,13 @@ def _template(track: Track, run: Run) -> ET.Element | None:
         "initialization": f"{track.name}/{init}", "media": f"{track.name}/$Number$.m4s",
         "startNumber": str(segs[0].msn),
     })
+    if ll is not None:  # low-latency DASH (module doc): the segment being built, streamed part by part
+        last = segs[-1]
+        tmpl.set("availabilityTimeOffset", f"{max(0.0, last.seconds - ll.part_target):.3f}")
+        tmpl.set("availabilityTimeComplete", "false")
+        if last_run and last.msn == track.last_msn:
+            segs = [*segs, Segment(msn=last.msn + 1, pts=last.pts + last.duration, duration=last.duration,
+                                   timescale=last.timescale, pdt_ms=last.end_ms, epoch=last.epoch)]
     tl = ET.SubElement(tmpl, "SegmentTimeline")
     for e in timeline(segs):
         attrs = {"t": str(e["t"]), "d": str(e["d"])}
@@ -174,10 +203,11 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
     audio = audio_track(state)
     tracks = vids + ([audio] if audio else [])
     periods = runs(state, tracks)
+    ll = state if low_latency(state) else None
     mpd = ET.Element(f"{{{NS}}}MPD", {
-        "profiles": "urn:mpeg:dash:profile:isoff-live:2011",
+        "profiles": "urn:mpeg:dash:profile:isoff-live:2011" + (f",{LL_PROFILE}" if ll else ""),
         "type": "static" if static else "dynamic",
-        "minBufferTime": iso_dur(min(td * 2, 4)),
+        "minBufferTime": iso_dur(min(td * 2, 4) if not ll else 1.0),
     })
     base_s = 0.0
     if static:
@@ -197,9 +227,17 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
         mpd.set("minimumUpdatePeriod", iso_dur(td))
         mpd.set("timeShiftBufferDepth", iso_dur(window))
         delay = max(3.0 * td, td + state.lag_ms / 1000 + 1.0)  # segments appear lag_ms after their end
-        mpd.set("suggestedPresentationDelay", iso_dur(delay))
+        mpd.set("suggestedPresentationDelay", iso_dur(delay if ll is None else latency_target_ms(state) / 1000))
         mpd.set("maxSegmentDuration", iso_dur(state.max_segment_s or td))
+    if ll is not None:
+        target = latency_target_ms(state)
+        sd = ET.SubElement(mpd, f"{{{NS}}}ServiceDescription", {"id": "0"})
+        ET.SubElement(sd, f"{{{NS}}}Scope", {"schemeIdUri": LL_SCOPE})
+        ET.SubElement(sd, f"{{{NS}}}Latency", {"referenceId": "0", "target": str(target),
+                                                "min": str(round(target * 0.75)), "max": str(target * 2)})
+        ET.SubElement(sd, f"{{{NS}}}PlaybackRate", {"min": str(CATCH_UP_RATES[0]), "max": str(CATCH_UP_RATES[1])})
     for run in periods:
+        last_run = run is periods[-1]
         period = ET.SubElement(mpd, f"{{{NS}}}Period", {"id": run.period_id,
                                                          "start": iso_dur(run.start_s - base_s)})
         es = _event_stream(state, run)
@@ -210,7 +248,7 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
                 "id": "0", "contentType": "video", "mimeType": "video/mp4", "segmentAlignment": "true",
                 "startWithSAP": "1"})
             for t in vids:
-                tmpl = _template(t, run)
+                tmpl = _template(t, run, ll, last_run)
                 if tmpl is None:
                     continue
                 rep = ET.SubElement(aset, f"{{{NS}}}Representation", {
@@ -219,7 +257,7 @@ def render_mpd(state: StreamState, publish_ms: int) -> str:
                     "sar": "1:1"})
                 _append_ns(rep, tmpl)
         if audio:
-            tmpl = _template(audio, run)
+            tmpl = _template(audio, run, ll, last_run)
             if tmpl is None:
                 continue
             aset = ET.SubElement(period, f"{{{NS}}}AdaptationSet", {

@@ -39,7 +39,8 @@ def test_dynamic_mpd_structure_and_timing() -> None:
     assert tmpl.get("media") == "720p/$Number$.m4s" and tmpl.get("initialization") == "720p/init.mp4"
     assert tmpl.get("startNumber") == "0" and tmpl.get("timescale") == "90000"
     s = tmpl.findall("d:SegmentTimeline/d:S", NS)
-    assert [(x.get("t"), x.get("d"), x.get("r")) for x in s] == [("0", "90000", "29")]
+    # msns 0..29, and the one being built (low-latency DASH: the stream's segments come in parts)
+    assert [(x.get("t"), x.get("d"), x.get("r")) for x in s] == [("0", "90000", "30")]
     audio = sets[1].find("d:Representation", NS)
     assert audio.find("d:AudioChannelConfiguration", NS).get("value") == "2"
 
@@ -82,7 +83,7 @@ def test_gap_splits_periods_and_numbers_stay_msns() -> None:
     tmpl = periods[1].find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
     assert tmpl.get("startNumber") == "21" and tmpl.get("presentationTimeOffset") == str(21 * 90000)
     s = tmpl.findall("d:SegmentTimeline/d:S", NS)
-    assert [(x.get("t"), x.get("r")) for x in s] == [(str(21 * 90000), "8")]
+    assert [(x.get("t"), x.get("r")) for x in s] == [(str(21 * 90000), "9")]  # 21..29 and the next one
     first = periods[0].find("d:AdaptationSet/d:Representation/d:SegmentTemplate/d:SegmentTimeline/d:S", NS)
     assert first.get("r") == "19"  # msns 0..19, the gap (20) is in no period
 
@@ -119,4 +120,28 @@ def test_discontinuity_starts_a_period_with_its_own_offset() -> None:
     tmpl = periods[1].find("d:AdaptationSet/d:Representation/d:SegmentTemplate", NS)
     assert tmpl.get("presentationTimeOffset") == "4500" and tmpl.get("startNumber") == "6"
     s = tmpl.findall("d:SegmentTimeline/d:S", NS)
-    assert [(x.get("t"), x.get("r")) for x in s] == [("4500", "5")]
+    assert [(x.get("t"), x.get("r")) for x in s] == [("4500", "6")]  # 6..11 and the next one
+
+
+def test_low_latency_dash_for_streams_in_parts() -> None:
+    st = make_state(n=10)
+    st.ast_ms = T0
+    root = parse(mpd.render_mpd(st, T0 + 10_000))
+    assert "http://www.dashif.org/guidelines/low-latency-live-v5" in root.get("profiles")
+    sd = root.find("d:ServiceDescription", NS)
+    assert sd.find("d:Scope", NS).get("schemeIdUri") == "urn:dvb:dash:lowlatency:scope:2019"
+    lat = sd.find("d:Latency", NS)
+    assert int(lat.get("min")) < int(lat.get("target")) == mpd.latency_target_ms(st) < int(lat.get("max"))
+    assert {k: sd.find("d:PlaybackRate", NS).get(k) for k in ("min", "max")} == {"min": "0.96", "max": "1.04"}
+    children = [c.tag.split("}")[1] for c in root]
+    assert children.index("ServiceDescription") < children.index("Period") < children.index("UTCTiming")
+    for tmpl in root.findall(".//d:SegmentTemplate", NS):
+        assert tmpl.get("availabilityTimeComplete") == "false"
+        assert abs(float(tmpl.get("availabilityTimeOffset")) - (1.0 - st.part_target)) < 1e-3
+        last = tmpl.findall("d:SegmentTimeline/d:S", NS)[-1]
+        assert int(last.get("t")) + int(last.get("d")) * (int(last.get("r") or 0) + 1) == 11 * 90000
+    # a STANDARD stream, or one that ended, is plain DASH
+    st.config.latency_mode = "STANDARD"
+    plain = parse(mpd.render_mpd(st, T0 + 10_000))
+    assert plain.find("d:ServiceDescription", NS) is None and "low-latency" not in plain.get("profiles")
+    assert all(t.get("availabilityTimeOffset") is None for t in plain.findall(".//d:SegmentTemplate", NS))
