@@ -146,6 +146,8 @@ async def _serve_media(request: Request, scope: str, sid: str, rendition: str, n
         if m and state is not None and not state.ended:
             req = BlockRequest(int(m.group(1)), int(m.group(2)) if m.group(2) else None)
             nearby = req.msn is not None and state.last_complete_msn < req.msn <= state.msn + 1
+            if nearby and req.part is None and state.part_target and req.msn is not None:
+                return _stream_segment(ctx, key, sid, rendition, req.msn)
             if nearby and not satisfied(state, req):
                 hold = hold_seconds(state, ctx.settings.api_block_timeout_s)
                 if await ctx.hub.wait_for(sid, rendition, req, hold):
@@ -155,26 +157,6 @@ async def _serve_media(request: Request, scope: str, sid: str, rendition: str, n
     return _respond(request, obj.data, obj.content_type, obj.cache_control, obj.etag)
 
 
-async def _serve_media_playlist(request: Request, scope: str, sid: str, rendition: str, name: str,
-                                record: dict[str, Any] | None, token: str | None) -> Response:
-    ctx = request.app.state.ctx
-    q = request.query_params
-    try:
-        req = parse_block_request(q.get("_HLS_msn"), q.get("_HLS_part"), q.get("_HLS_skip"))
-    except BadBlockingRequest as exc:
-        raise _bad(str(exc)) from exc
-    if name != "playlist.m3u8" and (req.blocking or req.skip):
-            if nearby and req.part is None and state.part_target and req.msn is not None:
-                return _stream_segment(ctx, key, sid, rendition, req.msn)
-        raise _bad("_HLS_* parameters apply to playlist.m3u8 only")
-    if req.blocking and scope == "live":
-        hub = ctx.hub
-        if not hub.learned(sid, rendition):  # target durations (and, before any update, the state itself)
-            obj = await hub.get(f"{scope}/{sid}/{rendition}/playlist.m3u8", sid, rendition)
-            if obj is None:
-                raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
-            hub.learn_from_playlist(sid, rendition, obj.data.decode("utf-8", "replace"))
-        state = hub.state(sid, rendition)
 def _stream_segment(ctx: Any, key: str, sid: str, rendition: str, msn: int) -> Response:
     """A segment still being built (issue 15.4, LL-DASH): its parts as each is written, with chunked transfer,
     then whatever the complete segment has beyond them (the segment is the concatenation of its parts, so
@@ -208,6 +190,24 @@ def _stream_segment(ctx: Any, key: str, sid: str, rendition: str, msn: int) -> R
                              headers={"Cache-Control": "public, max-age=31536000, immutable"})
 
 
+async def _serve_media_playlist(request: Request, scope: str, sid: str, rendition: str, name: str,
+                                record: dict[str, Any] | None, token: str | None) -> Response:
+    ctx = request.app.state.ctx
+    q = request.query_params
+    try:
+        req = parse_block_request(q.get("_HLS_msn"), q.get("_HLS_part"), q.get("_HLS_skip"))
+    except BadBlockingRequest as exc:
+        raise _bad(str(exc)) from exc
+    if name != "playlist.m3u8" and (req.blocking or req.skip):
+        raise _bad("_HLS_* parameters apply to playlist.m3u8 only")
+    if req.blocking and scope == "live":
+        hub = ctx.hub
+        if not hub.learned(sid, rendition):  # target durations (and, before any update, the state itself)
+            obj = await hub.get(f"{scope}/{sid}/{rendition}/playlist.m3u8", sid, rendition)
+            if obj is None:
+                raise HTTPException(404, "not found", headers={"Cache-Control": SHORT_404})
+            hub.learn_from_playlist(sid, rendition, obj.data.decode("utf-8", "replace"))
+        state = hub.state(sid, rendition)
         if state is not None and too_far_ahead(state, req):
             raise _bad(f"_HLS_msn/_HLS_part too far ahead of the live edge ({state.msn}.{state.part})")
         if not satisfied(state, req):
