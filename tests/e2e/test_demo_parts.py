@@ -22,7 +22,7 @@ def test_plan_starts_consumers_first_and_ingest_last_with_the_contract_commands(
     assert plan[-1].argv == ["py", "-m", "ops.cli", "ingest", "--stream", "demo",
                              "--source", "testsrc:1920x1080@30", "--gop-seconds", "1.0"]
     assert plan[1].argv[-4:] == ["--host", "127.0.0.1", "--port", "18000"]
-    assert plan[2].argv[-2:] == ["--port", "18080"]
+    assert plan[2].argv[-4:] == ["--port", "18080", "--origin", "127.0.0.1:18000"]  # the one api process
     no_edge = plan_children(s, DemoOptions(edge=False, encoders=1), python="py")
     assert [c.name for c in no_edge] == ["qoe", "api", "packager", "encoder-1", "ingest"]
 
