@@ -43,6 +43,7 @@ def new_stream_record(stream_id: str, title: str, **fields: Any) -> dict[str, An
         "is_premium": False, "drm_required": False, "public": False, "ladder": [],
         "latency_mode": "STANDARD", "encoder_preset": None, "dvr_window_seconds": 7200,
         "key_rotation_segments": 10, "allowed_countries": [], "ingest_endpoints": [],
+        "taken_down_ms": None, "steering_drained": [], "steering_pinned": None,
         "created_ms": now, "updated_ms": now,
     }
     unknown = set(fields) - set(record)

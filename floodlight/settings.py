@@ -89,6 +89,34 @@ class Settings(BaseSettings):
         "", description="Country code the local edge stamps on requests (no GeoIP database locally)."
     )
     edge_cache_max_size: str = Field("2g", description="Size bound of the edge's cache (Varnish malloc storage, LRU).")
+    edge_purge_secret: str = Field(
+        "dev-purge-change-me", description="Secret the api sends (X-Fl-Purge-Secret) with BAN requests to the Varnish "
+        "edges; they also accept them only from loopback and their origins' addresses."
+    )
+
+    # --- multi-CDN: pathways, content steering (issue 18) ---------------------------------------
+    pathways: str = Field(
+        "", description="CDNs/edges players may use, 'id=base_url,...' in preference order (e.g. "
+        "a=http://127.0.0.1:8080,b=http://127.0.0.1:8081); empty = the one edge, no content steering."
+    )
+    steering_url: str = Field(
+        "", description="Base URL players reach the steering server (the api) at; default http://API_HOST:API_PORT."
+    )
+    steering_ttl_s: int = Field(
+        10, ge=1, le=3600, description="TTL of steering manifests: how often players ask again."
+    )
+    steering_hold_s: float = Field(
+        30.0, ge=0, description="Hysteresis: a pathway must be healthy and better this long before it moves up to "
+        "first (a failing one drops at once)."
+    )
+    steering_margin: float = Field(
+        0.02, ge=0, description="QoE cost difference (stall ratio + error rate + 0.01/s of latency and startup) that "
+        "counts as better."
+    )
+    steering_probe_interval_s: float = Field(
+        1.0, gt=0, description="How often the api probes each pathway (GET BASE/healthz, timeout the same)."
+    )
+
 
     # --- Roles -------------------------------------------------------------------------------
     ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")

@@ -60,6 +60,7 @@ def sample_records() -> dict[str, dict[str, Any]]:
             "key_rotation_segments": 10, "allowed_countries": ["IN"],
             "ingest_endpoints": [{"role": "primary", "protocol": "rtmp", "url": "rtmp://x/live",
                                   "stream_key_hash": "scrypt$aa$bb"}],
+            "taken_down_ms": None, "steering_drained": ["b"], "steering_pinned": None,
             "created_ms": now, "updated_ms": now,
         },
         "QoeBeacon": {"event_time": now, "stream_id": "s1", "session_id": "sess", "user_id": "u",
