@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api import metrics
 from api.beacons import BeaconSink, SessionRateLimiter
+from api.cdn import Cdn
 from api.context import Context
 from api.cors import PlaybackCORS
 from api.hub import ManifestFollower, PlaylistHub
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     ctx = Context(settings, PlaybackSigner(settings.playback_keys, settings.playback_token_ttl_s),
                   SessionRateLimiter(settings.api_beacon_rate_per_session))
+    ctx.cdn = Cdn(settings)  # FLOODLIGHT_PATHWAYS checked here: a bad one stops the api at start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if ctx.cdn is not None:
+                await ctx.cdn.stop()
             await asyncio.to_thread(_stop, ctx)
 
     app = FastAPI(
@@ -72,10 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": _jsonable(exc.errors())}, 422)
 
-    from api import analytics, beacons, origin, streams
+    from api import analytics, beacons, cdn, origin, streams
     from api.player import routes as player
 
-    for module in (streams, origin, beacons, analytics, player):
+    for module in (streams, origin, beacons, analytics, cdn, player):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
@@ -154,7 +158,20 @@ async def _start(ctx: Context) -> None:
     ctx.follower = ManifestFollower(
         s, lambda rec, received: loop.call_soon_threadsafe(hub.on_update, rec, received)).start()
     ctx.beacons = BeaconSink(s)
+    if ctx.cdn is not None:
+        await ctx.cdn.start(ctx.registry, ctx.analytics_client)
+        if ctx.cdn.enabled:  # playback keys change only with a restart: a revoked key's cached verdicts go now
+            _background(ctx, ctx.cdn.purge_verdicts())
     log.info("api started", extra={"store": s.resolved_store_url(), "topic_prefix": s.topic_prefix})
+
+
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+def _background(ctx: Context, coro: Any) -> None:
+    task = asyncio.get_running_loop().create_task(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 def _wait_for_partitions(producer: Producer, topics: list[str], deadline_s: float = 15.0) -> None:

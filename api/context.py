@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from confluent_kafka import Producer
 
 from api.beacons import BeaconSink, SessionRateLimiter
+from api.cdn import Cdn
 from api.hub import ManifestFollower, PlaylistHub
 from api.tokens import PlaybackSigner
 from floodlight.analytics import AnalyticsClient
@@ -33,6 +34,7 @@ class Context:
     beacons: BeaconSink | None = None
     control: Producer | None = None  # registry writes and cues
     analytics: AnalyticsClient | None = None  # made on first use: QoE summaries and live viewers
+    cdn: Cdn | None = None  # pathways, steering, edge purges (issue 18)
 
     @property
     def public_base(self) -> str:

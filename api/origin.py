@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from api import metrics
 from api.llhls import BadBlockingRequest, BlockRequest, hold_seconds, parse_block_request, satisfied, too_far_ahead
-from api.rewrite import sign_mpd, sign_playlist
+from api.rewrite import sign_mpd, sign_playlist, steer_master, steer_mpd
 from api.tokens import TokenError
 from floodlight import ids
 from floodlight.ids import is_rendition, is_stream_id, is_token_id
@@ -36,11 +36,17 @@ MEDIA_RE = re.compile(r"^([0-9]{1,12})(?:\.([0-9]{1,6}))?\.m4s$")
 ROOT_DOC_RE = re.compile(r"^(master(-[a-z0-9]{1,16})?\.m3u8|manifest\.mpd)$")
 NO_STORE = "no-store"
 SHORT_404 = "public, max-age=1"
+GONE = "public, max-age=10"
 ANON_KEY_TOKEN_BUCKET_S = 60
 
 
 def _bad(msg: str) -> HTTPException:
     return HTTPException(400, msg, headers={"Cache-Control": NO_STORE})
+
+
+def taken_down() -> HTTPException:
+    """410 for everything of a stream an operator took down (issue 18); edges may keep the answer a while."""
+    return HTTPException(410, "stream taken down", headers={"Cache-Control": GONE})
 
 
 def _check_ids(scope: str, sid: str, rendition: str | None = None, name: str | None = None) -> None:
@@ -61,6 +67,8 @@ def authorize(request: Request, scope: str, sid: str) -> tuple[dict[str, Any] | 
             raise HTTPException(503, "stream registry still loading", headers={"Retry-After": "1",
                                                                                "Cache-Control": NO_STORE})
         raise HTTPException(404, f"unknown stream {sid!r}", headers={"Cache-Control": SHORT_404})
+    if record is not None and record.get("taken_down_ms"):
+        raise taken_down()
     if record is not None and record.get("allowed_countries"):
         country = (request.headers.get(ctx.settings.api_geo_header) or "").upper()
         if country not in record["allowed_countries"]:
@@ -118,17 +126,27 @@ async def _serve_document(request: Request, scope: str, sid: str, rendition: str
         sign_token = ctx.signer.sign(f"{scope}/{sid}", ttl_s=ANON_KEY_TOKEN_BUCKET_S,
                                      bucket_s=ANON_KEY_TOKEN_BUCKET_S)
         keys_only = True
-    if sign_token is None:
+    cdn = ctx.cdn
+    steer = cdn is not None and cdn.enabled and scope == "live" and rendition == ""
+    first = cdn.first(sid) if steer else ""
+    if sign_token is None and not steer:
         return _respond(request, obj.data, obj.content_type, obj.cache_control, obj.etag)
 
     def render() -> bytes:
         text = obj.data.decode("utf-8", "replace")
+        if steer:  # every variant once per pathway, absolute on its base (issue 18)
+            ways = [(p.id, p.base_url) for p in cdn.pathways]
+            steered = steer_mpd if name.endswith(".mpd") else steer_master
+            text = steered(text, ways, f"/{scope}/{sid}/{name}", first, cdn.server_uri(sid))
+        if sign_token is None:
+            return text.encode()
         out = sign_mpd(text, sign_token) if name.endswith(".mpd") else sign_playlist(text, sign_token,
                                                                                     keys_only=keys_only)
         return out.encode()
 
-    body = ctx.hub.rendered(key, obj, sign_token, render)
-    return _respond(request, body, obj.content_type, obj.cache_control, _etag_with(obj.etag, sign_token))
+    render_key = f"{sign_token or ''}|{first}" if steer else str(sign_token)
+    body = ctx.hub.rendered(key, obj, render_key, render)
+    return _respond(request, body, obj.content_type, obj.cache_control, _etag_with(obj.etag, render_key))
 
 
 async def _serve_media(request: Request, scope: str, sid: str, rendition: str, name: str) -> Response:
@@ -265,6 +283,8 @@ async def content_key(sid: str, key_id: str, request: Request) -> Response:
     record = ctx.registry.get(sid) if ctx.registry else None
     if record is None:
         raise HTTPException(404, f"unknown stream {sid!r}")
+    if record.get("taken_down_ms"):
+        raise taken_down()
     if record.get("allowed_countries"):
         authorize(request, "live", sid)  # geo rule
     try:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api import metrics
 from api.auth import Principal, principal_of, require_admin
 from api.context import Context
-from api.shapes import status_of, stream_view
+from api.shapes import iso, status_of, stream_view
 from floodlight import ids
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.streamkeys import hash_stream_key, new_stream_key
@@ -94,16 +94,21 @@ def _view(ctx: Context, record: dict[str, Any], principal: Principal | None) -> 
     now = int(time.time() * 1000)
     status = status_of(record, last, now, int(ctx.settings.api_silence_timeout_s * 1000))
     playback = dash = None
-    if can_watch(record, principal):
-        base = f"{ctx.public_base}/live/{sid}"
+    if can_watch(record, principal) and not record.get("taken_down_ms"):
+        cdn = ctx.cdn
+        # with pathways, new sessions start on the one the steering server ranks first (issue 18)
+        base = f"{cdn.base_of(cdn.first(sid)) if cdn is not None and cdn.enabled else ctx.public_base}/live/{sid}"
         if record.get("public"):
             playback, dash = f"{base}/master.m3u8", f"{base}/manifest.mpd"
         else:
             token = ctx.signer.sign(f"live/{sid}")
             playback, dash = f"{base}/master.m3u8?token={token}", f"{base}/manifest.mpd?token={token}"
     started = hub.first_update_ms.get(sid) if hub else None
-    return stream_view(record, status=status, started_ms=started, playback_url=playback, dash_url=dash,
+    view = stream_view(record, status=status, started_ms=started, playback_url=playback, dash_url=dash,
                        key_base=ctx.public_base)
+    if record.get("taken_down_ms"):
+        view["taken_down_at"] = iso(record["taken_down_ms"])
+    return view
 
 
 def can_watch(record: dict[str, Any], principal: Principal | None) -> bool:
@@ -242,7 +247,35 @@ async def end_stream(stream_id: StreamId, request: Request,
         record = {**record, "status": "ENDED", "ended_at_ms": now, "updated_ms": max(now, record["updated_ms"] + 1)}
         await _publish_and_wait(ctx, record, "end")
         log.info("stream ended", extra={"stream_id": stream_id, "by": admin.sub})
+        if ctx.cdn is not None:  # edges drop what they hold of it; the origin serves the ended stream from now on
+            await ctx.cdn.purge_stream(stream_id)
     return _view(ctx, ctx.registry.get(stream_id) or record, admin)
+
+
+@router.post("/api/v1/live/streams/{stream_id}/takedown",
+             summary="Stop serving a stream everywhere, edge caches included (admin)",
+             responses={404: {"description": "Unknown stream"}, 403: {"description": "Not an admin"},
+                        200: {"content": {"application/json": {"example": {
+                            "stream_id": "demo", "status": "ended", "taken_down_at": "2026-11-29T12:00:00Z",
+                            "purged": {"a": "ok", "b": "ok"}}}}}})
+async def takedown_stream(stream_id: StreamId, request: Request,
+                          admin: Annotated[Principal, Depends(require_admin)]) -> dict[str, Any]:
+    """Marks the stream taken down in the registry (every api process then answers 410 for its playlists,
+    media, keys and steering, and refuses its tokens at the edge), then bans it on every pathway's edge so
+    cached objects go too (again 1 s later). `purged` says how each edge answered."""
+    ctx = _ctx(request)
+    record = ctx.registry.get(stream_id)
+    if record is None:
+        _ensure_ready(ctx)
+        raise HTTPException(404, f"unknown stream {stream_id!r}")
+    if not record.get("taken_down_ms"):
+        now = int(time.time() * 1000)
+        record = {**record, "status": "ENDED", "ended_at_ms": record.get("ended_at_ms") or now, "taken_down_ms": now,
+                  "updated_ms": max(now, record["updated_ms"] + 1)}
+        await _publish_and_wait(ctx, record, "takedown")
+        log.warning("stream taken down", extra={"stream_id": stream_id, "by": admin.sub})
+    purged = await ctx.cdn.purge_stream(stream_id) if ctx.cdn is not None else {}
+    return {**_view(ctx, ctx.registry.get(stream_id) or record, admin), "purged": purged}
 
 
 @router.post("/api/v1/live/streams/{stream_id}/cues", status_code=202, summary="Insert an ad break (admin)",

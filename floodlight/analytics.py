@@ -45,6 +45,24 @@ SELECT uniqExact(session_id) AS viewers FROM stream_analytics
 WHERE stream_id = {stream_id:String} AND event_time >= now() - {window_s:UInt32}
 """
 
+# The last window of QoE per pathway (cdn_pop) for the steering server (issue 18): raw rows, so the window
+# is exact to the second (qoe_minute would round it to whole minutes).
+PATHWAY_QOE_SQL = """
+SELECT cdn_pop,
+    uniqExact(session_id) AS sessions,
+    count() AS beacons,
+    sum(stall_ms) AS stall_ms,
+    sum(watch_ms) AS watch_ms,
+    countIf(error_code != '') AS errors,
+    quantileIf(0.5)(latency_ms, latency_ms > 0) AS latency_p50_ms,
+    quantileIf(0.5)(assumeNotNull(startup_ms), isNotNull(startup_ms)) AS startup_p50_ms
+FROM stream_analytics
+WHERE stream_id = {stream_id:String}
+  AND event_time >= toDateTime(intDiv({from_ms:Int64}, 1000))
+  AND event_time_ms >= fromUnixTimestamp64Milli({from_ms:Int64})
+GROUP BY cdn_pop
+"""
+
 
 class AnalyticsError(FloodlightError, RuntimeError):
     """The analytics store refused or could not answer (the message says why)."""
@@ -146,6 +164,17 @@ class AnalyticsClient:
             "series": [_shape(r) for r in series],
             "summary": _shape(summary[0]) if summary and int(summary[0]["n_beacons"]) else None,
         }
+
+    def pathway_qoe(self, stream_id: str, window_s: float = 60.0,
+                    now_ms: int | None = None) -> dict[str, dict[str, Any]]:
+        """QoE of the last `window_s` per cdn_pop (the player's pathway): sessions, beacons, stall and watch
+        ms, error beacons, median latency and startup (None when no sample)."""
+        now_ms = int(datetime.now(UTC).timestamp() * 1000) if now_ms is None else now_ms
+        rows = self._run(PATHWAY_QOE_SQL, {"stream_id": stream_id, "from_ms": now_ms - int(window_s * 1000)})
+        return {str(r["cdn_pop"]): {"sessions": int(r["sessions"]), "beacons": int(r["beacons"]),
+                                    "stall_ms": int(r["stall_ms"]), "watch_ms": int(r["watch_ms"]),
+                                    "errors": int(r["errors"]), "latency_p50_ms": _num(r["latency_p50_ms"]),
+                                    "startup_p50_ms": _num(r["startup_p50_ms"])} for r in rows}
 
     def viewers(self, stream_id: str) -> int | None:
         """Sessions seen in the last viewer window; None when analytics is unreachable."""

@@ -24,6 +24,7 @@
     streamId, format, sessionId: newId(), state: 'loading', startupMs: null,
     errors: [], warnings: [], switches: [], stalls: 0, levels: [], currentLevel: null, autoQuality: true,
     latencyMs: null, latencySamples: [], fragLoads: [], bufferS: 0, bandwidthBps: 0, bytes: 0,
+    pathway: null, pathwayChanges: [], steering: { loads: 0, priority: null }, stallLog: [],
     beacons: { queued: 0, sent: 0, batches: 0, failed: 0, lastStatus: null, lastBody: null },
     src: null,
   };
@@ -79,7 +80,7 @@
     const b = {
       event_time: Date.now(), stream_id: streamId, session_id: fl.sessionId, user_id: '', device_type: 'web',
       quality: level ? level.name : '', buffer_events: acc.stalls, stall_ms: Math.round(stallMs),
-      bytes_downloaded: Math.round(acc.bytes), cdn_pop: location.host, latency_ms: int32(fl.latencyMs),
+      bytes_downloaded: Math.round(acc.bytes), cdn_pop: fl.pathway || location.host, latency_ms: int32(fl.latencyMs),
       startup_ms: type === 'start' ? int32(fl.startupMs) : null,
       bitrate_kbps: level ? int32(level.bitrate / 1000) : 0, dropped_frames: int32(dropped - acc.dropped),
       error_code: extra.error ? String(extra.error).slice(0, 200) : null, event_type: type,
@@ -137,6 +138,8 @@
     }
     if (stallStart !== null) {
       acc.stallMs += performance.now() - stallStart; stallStart = null;
+      const last = fl.stallLog[fl.stallLog.length - 1];
+      if (last && last.ms === null) last.ms = Math.round(Date.now() - last.t);
       beacon('stall');
     }
     fl.state = 'playing';
@@ -144,6 +147,8 @@
   video.addEventListener('waiting', () => {
     if (fl.startupMs !== null && stallStart === null && !video.seeking) {
       stallStart = performance.now(); acc.stalls += 1; fl.stalls += 1; fl.state = 'stalled';
+      fl.stallLog.push({ t: Date.now(), ms: null, pathway: fl.pathway });
+      if (fl.stallLog.length > 200) fl.stallLog.shift();
     }
   });
   video.addEventListener('error', () => {
@@ -160,6 +165,17 @@
     }
   }
 
+  // The pathway (CDN) media comes from, reported as cdn_pop (issue 18: the steering server ranks pathways by
+  // it). A change first sends a 'switch' beacon, so what was counted so far (stalls included) goes to the old one.
+  function onPathway(p) {
+    if (!p || p === '.' || p === fl.pathway) return false;
+    const prev = fl.pathway;
+    if (prev !== null) beacon('switch');
+    fl.pathway = p;
+    fl.pathwayChanges.push({ from: prev, to: p, t: Date.now() });
+    return prev !== null;
+  }
+
   // ---------------------------------------------------------------- engines
   function renditionName(url, height, fallback) {
     const m = /\/([^/?]+)\/[^/?]+\.m3u8/.exec(url || '');
@@ -173,9 +189,34 @@
       // drift back to the target latency (the playlist's PART-HOLD-BACK / HOLD-BACK) by playing slightly faster
       maxLiveSyncPlaybackRate: 1.25,
     };
+    // retry a failed load after 250 ms, not hls.js's 1 s: a live buffer holds ~1 s, and after a pathway (CDN)
+    // fails the retry already goes to the next one (issue 18); backoff doubles up to 4 s as before
+    const quick = (maxNumRetry) => ({ maxNumRetry, retryDelayMs: 250, maxRetryDelayMs: 4000 });
+    cfg.fragLoadPolicy = { default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 120000,
+      timeoutRetry: { maxNumRetry: 4, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: quick(8) } };
+    cfg.playlistLoadPolicy = { default: { maxTimeToFirstByteMs: 10000, maxLoadTimeMs: 20000,
+      timeoutRetry: { maxNumRetry: 2, retryDelayMs: 0, maxRetryDelayMs: 0 }, errorRetry: quick(4) } };
     const target = Number(params.get('target_latency'));
     if (target > 0) cfg.liveSyncDuration = target; // seconds behind the live edge, overriding the playlist
+    if (params.get('trace')) { // ?trace=1: hls.js's log and events on window.floodlight.trace (debugging)
+      fl.trace = [];
+      const note = (level) => (...a) => {
+        fl.trace.push([Date.now(), level, '', a.map(String).join(' ').slice(0, 300), Math.round(bufferAhead() * 1000)]);
+      };
+      cfg.debug = { trace: () => {}, debug: () => {}, log: note('LOG'), info: note('INFO'), warn: note('WARN'), error: note('ERR') };
+    }
     const hls = new Hls(cfg);
+    if (params.get('trace')) {
+      const keep = ['LEVELS_UPDATED', 'LEVEL_SWITCHING', 'LEVEL_LOADED', 'AUDIO_TRACK_SWITCHING', 'AUDIO_TRACK_LOADED',
+        'FRAG_LOADING', 'FRAG_BUFFERED', 'BUFFER_FLUSHING', 'ERROR', 'STEERING_MANIFEST_LOADED'];
+      keep.forEach((name) => hls.on(Hls.Events[name], (_e, d) => {
+        const f = d && (d.frag || (d.part && d.part.fragment));
+        const why = name === 'ERROR' ? ` ${d.response ? d.response.code : ''} ${(d.context && d.context.url) || ''}` : '';
+        fl.trace.push([Date.now(), name, f ? `${f.type}:${f.sn}.${d.part ? d.part.index : ''}` : '',
+          (d && d.details && typeof d.details === 'string' ? d.details : '') + why, Math.round(bufferAhead() * 1000)]);
+        if (fl.trace.length > 3000) fl.trace.shift();
+      }));
+    }
     fl.engine = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, (_e, data) => {
       fl.levels = data.levels.map((l, i) => ({
@@ -183,9 +224,24 @@
         bitrate: l.bitrate, height: l.height,
       }));
       fillQualityMenu();
+      pathwayNow();
       video.play().catch((e) => fl.warnings.push(`play(): ${e}`));
     });
     hls.on(Hls.Events.LEVEL_SWITCHED, (_e, data) => onLevelSwitched(fl.levels[data.level]));
+    // content steering: hls.levels holds the current pathway's variants only. After a move to another pathway,
+    // hls.js 1.7 sometimes loads nothing for 1-3 s (LL-HLS parts of the new pathway's variant when the buffer ends
+    // a few ms before a segment boundary): an immediate switch to the same quality setting reloads from the
+    // playhead on the new pathway at once (measured: stalls of 1.2-2.7 s without it, none over 0.1 s with it)
+    const pathwayNow = () => {
+      const l = hls.levels && hls.levels[0];
+      if (onPathway(l && l.pathwayId)) setTimeout(() => { hls.currentLevel = hls.manualLevel; }, 0);
+    };
+    hls.on(Hls.Events.LEVELS_UPDATED, pathwayNow);
+    hls.on(Hls.Events.STEERING_MANIFEST_LOADED, (_e, data) => {
+      fl.steering.loads += 1;
+      fl.steering.priority = data.steeringManifest['PATHWAY-PRIORITY'] || null;
+      fl.steering.t = Date.now();
+    });
     hls.on(Hls.Events.FRAG_LOADED, (_e, data) => {
       const n = (data.part ? data.part.stats.loaded : data.frag.stats.loaded) || 0;
       acc.bytes += n; fl.bytes += n;
@@ -241,6 +297,7 @@
       if (lvl) onLevelSwitched(lvl);
     });
     player.on(ev.FRAGMENT_LOADING_COMPLETED, (e) => {
+      if (e.request && e.request.serviceLocation) onPathway(e.request.serviceLocation);
       const n = (e.response && e.response.byteLength) || 0;
       acc.bytes += n; fl.bytes += n;
     });
