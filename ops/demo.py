@@ -48,6 +48,7 @@ class DemoOptions:
     edge: bool = True
     gop_seconds: float | None = None
     api_processes: int = 1  # api processes on api_port, api_port+1, ...; the edge balances over them
+    edges: int = 1  # Varnish edges on edge_port, edge_port+1, ...; two or more are content-steering pathways a, b, ...
     dvr_window_s: int = 600
     duration: float | None = None
 
@@ -77,12 +78,15 @@ def parse_ladder(text: str) -> list[dict[str, Any]] | None:
     return rungs
 
 
-def demo_settings(base: Settings, edge: bool = True) -> Settings:
+def demo_settings(base: Settings, edge: bool = True, edges: int = 1) -> Settings:
     """The demo's own namespace: topics under `<prefix>demo.`, data under `<stack>/demo`; without the
-    edge, players are sent to the api directly."""
+    edge, players are sent to the api directly; with several edges, each is a pathway (a, b, ...) unless
+    FLOODLIGHT_PATHWAYS says otherwise."""
     stack = base.stack_dir / "demo"
     prefix = base.topic_prefix + "demo."
     return base.model_copy(update={
+        "pathways": base.pathways or (",".join(f"{pathway_id(i)}=http://127.0.0.1:{base.edge_port + i}"
+                                               for i in range(edges)) if edge and edges > 1 else ""),
         "stack_dir": stack,
         "public_base_url": base.public_base_url or ("" if edge else f"http://127.0.0.1:{base.api_port}"),
         "topic_prefix": prefix,
@@ -115,7 +119,10 @@ def plan_children(settings: Settings, opts: DemoOptions, python: str = sys.execu
                                   [*fl, "api", "--host", settings.api_host, "--port", str(port)], env))
     if opts.edge:
         origins = ",".join(f"{settings.api_host}:{p}" for p in api_ports(settings, opts))
-        children.append(ChildSpec("edge", [*fl, "edge", "--port", str(settings.edge_port), "--origin", origins], env))
+        for i in range(max(1, opts.edges)):  # each edge its own Varnish working directory
+            edge_env = env if i == 0 else {**env, "FLOODLIGHT_STACK_DIR": str(settings.stack_dir / f"edge-{i + 1}")}
+            children.append(ChildSpec(edge_name(i), [*fl, "edge", "--port", str(settings.edge_port + i),
+                                                     "--origin", origins], edge_env))
     children.append(ChildSpec("packager", [*fl, "packager"], env))
     for i in range(opts.encoders):
         children.append(ChildSpec(f"encoder-{i + 1}", [*fl, "encoder"], env))
@@ -126,13 +133,35 @@ def plan_children(settings: Settings, opts: DemoOptions, python: str = sys.execu
     return children
 
 
+def pathway_id(i: int) -> str:
+    return "abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else f"p{i + 1}"
+
+
+def edge_name(i: int) -> str:
+    return "edge" if i == 0 else f"edge-{i + 1}"
+
+
+def tolerated(dead: list[tuple[str, int]], opts: DemoOptions) -> list[tuple[str, int]]:
+    """With several edges, an edge that stops is a pathway going down (the steering server moves players off
+    it), not the end of the demo, as long as one edge still runs; returns the deaths that ARE fatal."""
+    if opts.edges < 2:
+        return dead
+    edges = {edge_name(i) for i in range(opts.edges)}
+    dead_edges = {n for n, _ in dead if n in edges}
+    if dead_edges == edges:
+        return dead
+    return [(n, rc) for n, rc in dead if n not in edges]
+
+
 def api_ports(settings: Settings, opts: DemoOptions) -> list[int]:
     """One port per api process, from FLOODLIGHT_API_PORT up (each process follows floodlight.manifests)."""
     return [settings.api_port + i for i in range(max(1, opts.api_processes))]
 
 
 def base_url(settings: Settings, opts: DemoOptions) -> str:
-    port = settings.edge_port if opts.edge else settings.api_port
+    """Where the player page is: the edge, or the api without one or with several (the page and its beacons must
+    not depend on one pathway; its media comes from the pathway the steering server picks)."""
+    port = settings.edge_port if opts.edge and opts.edges < 2 else settings.api_port
     return f"http://127.0.0.1:{port}"
 
 
@@ -451,11 +480,12 @@ class Demo:
 
         self.base = base
         self.opts = opts
-        self.settings = demo_settings(base, opts.edge)
+        self.settings = demo_settings(base, opts.edge, opts.edges)
         self.console = console or Console()
         self.sup = Supervisor(self.settings.stack_dir / "logs")
         self.stop_event = threading.Event()
         self.collector: StatusCollector | None = None
+        self._noted: set[str] = set()  # edges that exited (with several edges: pathways down, not fatal)
         url = base_url(self.settings, opts)
         sid = opts.stream_id
         self.urls = {"player": f"{url}/watch/{sid}", "hls": f"{url}/live/{sid}/master.m3u8",
@@ -463,7 +493,8 @@ class Demo:
 
     def prepare(self) -> None:
         s = self.settings
-        busy = [f"{n} {p}" for n, p in (*(("api", p) for p in api_ports(s, self.opts)), ("edge", s.edge_port),
+        edge_ports = [("edge", s.edge_port + i) for i in range(max(1, self.opts.edges))]
+        busy = [f"{n} {p}" for n, p in (*(("api", p) for p in api_ports(s, self.opts)), *edge_ports,
                                         ("qoe", s.qoe_port))
                 if (n != "edge" or self.opts.edge) and not port_free(p)]
         if busy:
@@ -497,7 +528,7 @@ class Demo:
             c.print(f"[bold]preparing[/] topics {self.settings.topic_prefix}*, data {self.settings.stack_dir}")
             self.prepare()
             self.start()
-            alive = lambda: not self.sup.dead() and not self.stop_event.is_set()  # noqa: E731
+            alive = lambda: not self._fatal() and not self.stop_event.is_set()  # noqa: E731
             if not wait_http(f"{self.urls['api']}/healthz", 60, alive):
                 if not self.stop_event.is_set():
                     c.print("[red]the pipeline did not come up[/]" if self.sup.dead()
@@ -514,10 +545,10 @@ class Demo:
                 while not self.stop_event.is_set():
                     if end is not None and time.monotonic() >= end:
                         break
-                    dead = self.sup.dead()
-                    if dead:
+                    if self._fatal():
                         self._explain_dead()
                         return self._finish(failed=True)
+                    self._note_pathways_down()
                     snap = self.snapshot()
                     if interactive:
                         live.update(render_status(snap, self.urls), refresh=True)
@@ -531,6 +562,15 @@ class Demo:
         except Exception as exc:
             c.print(f"[red]demo failed:[/] {exc}")
             return self._finish(failed=True)
+
+    def _fatal(self) -> list[tuple[str, int]]:
+        return tolerated(self.sup.dead(), self.opts)
+
+    def _note_pathways_down(self) -> None:
+        for name, rc in self.sup.dead():
+            if name not in self._noted:
+                self._noted.add(name)
+                self.console.print(f"[yellow]{name} exited ({rc}): its pathway is down, players are steered off it[/]")
 
     def _explain_dead(self) -> None:
         """Name each child that exited and show the end of its log."""

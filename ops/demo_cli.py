@@ -18,6 +18,8 @@ def demo(
     ladder: str = typer.Option("default", "--ladder",
                                help="default (1080p..240p), small (360p/240p/144p) or name:WxH:kbps,..."),
     edge: bool = typer.Option(True, "--edge/--no-edge", help="Serve players through the Varnish edge."),
+    edges: int = typer.Option(1, "--edges", help="Varnish edges (ports FLOODLIGHT_EDGE_PORT, +1, ...); 2 or more "
+                              "are content-steering pathways a, b, ... (issue 18)."),
     api_processes: int = typer.Option(1, "--api-processes",
                                       help="api processes (ports FLOODLIGHT_API_PORT, +1, ...) behind the edge."),
     gop_seconds: float = typer.Option(None, "--gop-seconds", help="GOP length (default by latency mode)."),
@@ -30,6 +32,8 @@ def demo(
         raise typer.BadParameter("--latency must be low or standard")
     if encoders < 1:
         raise typer.BadParameter("--encoders must be >= 1")
+    if edges < 1 or edges > 26:
+        raise typer.BadParameter("--edges must be 1..26")
     if api_processes < 1:
         raise typer.BadParameter("--api-processes must be >= 1")
     if duration is not None and duration <= 0:
@@ -39,5 +43,6 @@ def demo(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     opts = DemoOptions(stream_id=stream, source=source, latency=latency, encoders=encoders, ladder=rungs,
-                       edge=edge, gop_seconds=gop_seconds, duration=duration, api_processes=api_processes)
+                       edge=edge, gop_seconds=gop_seconds, duration=duration, api_processes=api_processes,
+                       edges=edges)
     raise typer.Exit(main(get_settings(), opts))
