@@ -21,7 +21,8 @@ The decision rule, per stream (numbers are the `Rule` defaults, settings overrid
 5. The others follow the first by (usable, cost, declared order).
 
 QoE cost = stall ratio + error rate + 0.01 per second of median latency + 0.01 per second of median
-startup time; a pathway with less than 30 s of viewing in the window has no cost (it counts as equal
+startup time, the latter two only when every pathway judged has samples of them; a pathway with less than 30 s
+of viewing in the window has no cost (it counts as equal
 to whatever it is compared with, so only the declared order decides).
 """
 
@@ -97,16 +98,27 @@ class Rule:
     startup_cost_per_s: float = 0.01
 
 
-def qoe_cost(q: Qoe | None, rule: Rule) -> float | None:
-    """Lower is better; None when the window holds too little viewing to judge."""
+def qoe_terms(q: Qoe | None, rule: Rule) -> dict[str, float] | None:
+    """The parts of a pathway's QoE cost (latency and startup only when the window has samples of them);
+    None when the window holds too little viewing to judge."""
     if q is None or q.viewing_ms < rule.min_viewing_s * 1000:
         return None
-    cost = q.stall_ratio + q.error_rate
+    terms = {"stalls": q.stall_ratio, "errors": q.error_rate}
     if q.latency_p50_ms:
-        cost += rule.latency_cost_per_s * q.latency_p50_ms / 1000
+        terms["latency"] = rule.latency_cost_per_s * q.latency_p50_ms / 1000
     if q.startup_p50_ms:
-        cost += rule.startup_cost_per_s * q.startup_p50_ms / 1000
-    return round(cost, 6)
+        terms["startup"] = rule.startup_cost_per_s * q.startup_p50_ms / 1000
+    return terms
+
+
+def qoe_cost(q: Qoe | None, rule: Rule, only: set[str] | frozenset[str] | None = None) -> float | None:
+    """Lower is better; None when there is too little viewing to judge. `only`: the terms to count (pathways are
+    compared on the terms all of them have: a pathway nobody started a session on has no startup time, and must
+    not look better for it)."""
+    terms = qoe_terms(q, rule)
+    if terms is None:
+        return None
+    return round(sum(v for k, v in terms.items() if only is None or k in only), 6)
 
 
 def qoe_failing(q: Qoe | None, rule: Rule) -> bool:
@@ -171,7 +183,9 @@ class Steerer:
         """Re-evaluate at `now`; returns the priority players get (see the module docstring for the rule)."""
         rule = self.rule
         rank = {p: i for i, p in enumerate(self.pathways)}
-        cost = {p: qoe_cost(qoe.get(p), rule) for p in self.pathways}
+        judged = [t for t in (qoe_terms(qoe.get(p), rule) for p in self.pathways) if t is not None]
+        shared = frozenset.intersection(*(frozenset(t) for t in judged)) if judged else frozenset()
+        cost = {p: qoe_cost(qoe.get(p), rule, shared) for p in self.pathways}
         healthy = {p: healthy_since.get(p) is not None for p in self.pathways}
         failing = {p: qoe_failing(qoe.get(p), rule) for p in self.pathways}
         usable = {p: healthy[p] and not failing[p] and p not in drained for p in self.pathways}

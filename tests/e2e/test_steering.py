@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import shutil
 import tempfile
@@ -65,6 +66,29 @@ class Steered:
     api: str
     edges: dict[str, str]
     extra_edges: list[Any] = field(default_factory=list)
+    # Varnish started by a thread dies with that thread (PR_SET_PDEATHSIG follows the starting thread), so edges
+    # the test starts come from one thread that lives as long as the module's demo
+    jobs: queue.Queue[tuple[Any, queue.Queue[Any]]] = field(default_factory=queue.Queue)
+
+    def keep(self) -> None:
+        while True:
+            fn, back = self.jobs.get()
+            if fn is None:
+                return
+            try:
+                back.put(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                back.put(exc)
+
+    def start_edge(self, pathway: str, prefix: Path) -> None:
+        port = int(self.edges[pathway].rsplit(":", 1)[1])
+        back: queue.Queue[Any] = queue.Queue()
+        self.jobs.put((lambda: start_edge(self.settings, port=port, origin=f"127.0.0.1:{self.base.api_port}",
+                                          prefix=prefix), back))
+        proc = back.get(timeout=30)
+        if isinstance(proc, BaseException):
+            raise proc
+        self.extra_edges.append(proc)
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {mint_jwt(self.settings.jwt_secret, 'op', roles=['admin'])}"}
@@ -98,6 +122,8 @@ def steered(broker: Settings) -> Iterator[Steered]:
         except httpx.HTTPError:
             return False
 
+    keeper = threading.Thread(target=run.keep, name="edge-keeper", daemon=True)
+    keeper.start()
     try:
         wait_until(listed_on_both, 90, interval=0.5, what="the demo's 360p playlist through both edges")
         yield run
@@ -106,6 +132,7 @@ def steered(broker: Settings) -> Iterator[Steered]:
         for p in run.extra_edges:
             p.terminate()
             p.wait(10)
+        run.jobs.put((None, queue.Queue()))
         shutil.rmtree(tmp, ignore_errors=True)
         from confluent_kafka.admin import AdminClient
 
@@ -167,9 +194,6 @@ class Operator(threading.Thread):
         self.t: dict[str, float] = {}
         self.new_session_on: dict[str, str] = {}  # when -> the pathway a new session would start on
         self.error: BaseException | None = None
-        # the Varnish this thread starts dies with it (PR_SET_PDEATHSIG follows the starting thread): keep it
-        # alive until the test is done with the browser
-        self.done = threading.Event()
 
     def new_session_pathway(self) -> str:
         """Where a session starting now begins: its playback URL's edge and its master's PATHWAY-ID."""
@@ -191,9 +215,7 @@ class Operator(threading.Thread):
             self.marks.wait("s1-on-b", 60)
             time.sleep(4)
             # edge a comes back (a fresh Varnish on its port): first again only after the hold window
-            port = int(r.edges["a"].rsplit(":", 1)[1])
-            r.extra_edges.append(start_edge(r.settings, port=port, origin=f"127.0.0.1:{r.base.api_port}",
-                                            prefix=r.tmp / "edge-a-again"))
+            r.start_edge("a", r.tmp / "edge-a-again")
             wait_until(lambda: _healthy(r.edges["a"]), 15, 0.05, "edge a back")
             self.t["restart"] = time.time()
             time.sleep(1)
@@ -210,7 +232,6 @@ class Operator(threading.Thread):
             self.t["drained"] = time.time()
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.error = exc
-        self.done.wait(600)
 
 
 def _healthy(base: str) -> bool:
@@ -255,7 +276,6 @@ def test_players_move_off_a_failing_pathway_new_sessions_return_after_the_hold_a
         {"op": "hold", "s": 4},
         {"op": "screenshot", "path": str(ARTIFACTS / "player-steered.png")},
     ], timeout_s=480)
-    op.done.set()
     op.join(30)
     marks.close()
     assert op.error is None, f"{op.error!r} {op.t} {summary(res)}"
@@ -304,3 +324,50 @@ def test_players_move_off_a_failing_pathway_new_sessions_return_after_the_hold_a
 
     wait_until(lambda: pops(s1["sessionId"]) == ["a", "b"] and pops(s2["sessionId"]) == ["a", "b"], 60, 0.5,
                "both sessions' QoE rows moving a -> b")
+
+
+def test_dash_js_follows_the_steering_server_too(steered: Steered) -> None:
+    """dash.js 5 reads the MPD's ContentSteering and BaseURL@serviceLocation: it starts on the first pathway and
+    a drain moves it within the TTL + one segment."""
+    admin = steered.admin()
+    r = httpx.post(f"{steered.api}/api/v1/steering/demo/override", json={"action": "clear"}, headers=admin, timeout=20)
+    assert r.status_code == 200, r.text
+    try:
+        wait_until(lambda: steered.priority()[0] == "a", 3 * HOLD_S + 10, 0.2, "a first once the drain is cleared")
+    except AssertionError as exc:
+        status = httpx.get(f"{steered.api}/api/v1/steering/demo/status", headers=admin, timeout=10).json()
+        raise AssertionError(f"{exc}: {json.dumps(status)}") from None
+    marks = Markers()
+    t: dict[str, float] = {}
+
+    def drain() -> None:
+        marks.wait("dash-on-a", 90)
+        time.sleep(4 + random.uniform(0, TTL_S))
+        t["drain"] = time.time()
+        httpx.post(f"{steered.api}/api/v1/steering/demo/override", json={"action": "drain", "pathway": "a"},
+                   headers=admin, timeout=20)
+        t["drained"] = time.time()
+
+    th = threading.Thread(target=drain, daemon=True)
+    th.start()
+    try:
+        res = run_browser([
+            {"op": "goto", "url": f"{steered.api}/watch/demo?format=dash&beacon_ms=2000"},
+            {"op": "wait", "name": "playing on a",
+             "expr": "window.floodlight.state === 'playing' && window.floodlight.pathway === 'a'", "timeout_s": 60},
+            marks.step("dash-on-a"),
+            {"op": "wait", "name": "drained to b", "expr": "window.floodlight.pathway === 'b'", "timeout_s": 60},
+            {"op": "hold", "s": 3},
+        ], timeout_s=180)
+        th.join(30)
+    finally:
+        marks.close()
+    assert res["ok"], summary(res)
+    st = res["state"]
+    assert st["errors"] == [] and res["pageErrors"] == [], summary(res)
+    moved = [c["t"] / 1000 for c in st["pathwayChanges"] if c["from"] == "a" and c["to"] == "b"]
+    # dash.js applies a new priority at its next segment request; 0.5 s for the steering request's own round trip
+    assert len(moved) == 1 and 0 < moved[0] - t["drain"] <= TTL_S + SEGMENT_S + 0.5 + (t["drained"] - t["drain"]), (
+        t, st)
+    assert all(s["ms"] is not None and s["ms"] <= 2000 for s in st["stallLog"]), st["stallLog"]
+    print("steering e2e dash:", json.dumps({"drain_s": round(moved[0] - t["drain"], 2), "stalls": st["stallLog"]}))

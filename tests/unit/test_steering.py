@@ -103,6 +103,17 @@ def test_qoe_decides_with_a_margin_and_a_hold() -> None:
     assert took is not None and HOLD <= took <= HOLD + 1
 
 
+def test_pathways_are_compared_on_the_metrics_both_have() -> None:
+    # b took over sessions mid-play (no startups there); a started them: a's startup time must not count against it
+    w = World()
+    w.probe("a", False)
+    assert w.step()[0] == "b"
+    w.probe("a", True)
+    w.qoe = {"a": Qoe(**{**GOOD.__dict__, "startup_p50_ms": 3500}), "b": Qoe(**{**GOOD.__dict__, "startup_p50_ms": None})}
+    took = w.run_until_first("a", 3 * HOLD)
+    assert took is not None and HOLD <= took <= HOLD + 1
+
+
 def test_a_first_pathway_whose_viewers_stall_drops_at_once_and_stays_down_while_they_do() -> None:
     w = World()
     w.qoe = {"a": STALLING, "b": GOOD}
