@@ -117,6 +117,7 @@ def test_master_and_mpd_list_every_pathway_and_steering_follows_health_and_drain
     two_edges.stop_edge("a")
     wait_until(lambda: two_edges.steering(sid) == ["b", "a"], 5, 0.05, "steered off the stopped edge")
     moved_s = time.monotonic() - t0
+    print(f"steering: stopped edge off first after {moved_s:.2f} s")
     assert moved_s < 1.5, moved_s
     assert 'PATHWAY-ID="b"' in httpx.get(f"{two_edges.api}/live/{sid}/master.m3u8", params={"token": token},
                                          timeout=5).text.split("\n", 4)[3]
@@ -124,6 +125,7 @@ def test_master_and_mpd_list_every_pathway_and_steering_follows_health_and_drain
     two_edges.start_edge("a")
     t1 = time.monotonic()
     wait_until(lambda: two_edges.steering(sid) == ["a", "b"], 15, 0.1, "back on a after the hold")
+    print(f"steering: restarted edge first again after {time.monotonic() - t1:.2f} s (hold 3 s)")
     assert time.monotonic() - t1 >= 2.5
     # an operator drains a: everyone is told b at once; the status says why
     r = httpx.post(f"{two_edges.api}/api/v1/steering/{sid}/override", json={"action": "drain", "pathway": "a"},
@@ -173,11 +175,17 @@ def test_takedown_leaves_no_edge_serving_the_stream_cached_objects_included(two_
         assert r.json()["purged"] == {"a": "ok", "b": "ok"} and r.json()["playback_url"] is None
         answered_s = time.monotonic() - t0
 
-        def refused(sid: str = sid) -> bool:
+        polls: list[float] = []
+
+        def refused(sid: str = sid, polls: list[float] = polls) -> bool:
+            polls.append(time.monotonic())
             return all(_served(base + u) in (403, 404, 410) for base in two_edges.edges.values() for u in urls[sid])
 
         wait_until(refused, 2.0 - answered_s, 0.05, f"every edge refusing {sid}")
         took = time.monotonic() - t0
+        print(f"takedown {sid}: answered in {answered_s:.3f} s; the first check of all {2 * len(urls[sid])} URLs that "
+              f"found every one refused started {polls[-1] - t0:.3f} s after the call ({len(polls)} checks) and "
+              f"ended at {took:.3f} s")
         assert took < 2.0, took
         # and it stays so (the api answers 410; the edges keep that answer briefly)
         time.sleep(1.2)
