@@ -1,7 +1,8 @@
 """Multi-CDN at run time (issue 18): health probes of every pathway, the steering server, operator overrides,
 and purging the edges. The decision rule itself is pure and lives in api/steering.py.
 
-- Pathways come from FLOODLIGHT_PATHWAYS (`id=base_url,...`). Without them nothing here runs: masters and
+- Pathways come from FLOODLIGHT_PATHWAYS (`id=base_url[|edge_url],...`: players get base_url, the api probes
+  and purges edge_url, default the same). Without them nothing here runs: masters and
   MPDs are served as packaged and purges go to the one local edge (FLOODLIGHT_EDGE_PORT).
 - A background task probes `BASE/healthz` of each pathway every FLOODLIGHT_STEERING_PROBE_INTERVAL_S (the
   edge passes it to the origin, so a probe tests the edge and its way to us), then re-evaluates every stream
@@ -115,7 +116,7 @@ class Cdn:
     async def _probe(self, p: Pathway) -> tuple[bool, str]:
         assert self._http is not None
         try:
-            r = await self._http.get(f"{p.base_url}/healthz")
+            r = await self._http.get(f"{p.admin_url}/healthz")
         except httpx.HTTPError as exc:
             return False, f"{type(exc).__name__}: {exc}"[:200]
         return (True, "") if r.status_code == 200 else (False, f"HTTP {r.status_code}")
@@ -194,7 +195,7 @@ class Cdn:
 
     def purge_targets(self) -> dict[str, str]:
         if self.pathways:
-            return {p.id: p.base_url for p in self.pathways}
+            return {p.id: p.admin_url for p in self.pathways}
         return {"edge": f"http://127.0.0.1:{self.settings.edge_port}"}
 
     async def ban(self, path: str) -> dict[str, str]:

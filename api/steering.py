@@ -39,26 +39,34 @@ STEERING_VERSION = 1
 @dataclass(frozen=True)
 class Pathway:
     id: str
-    base_url: str  # scheme://host[:port][/prefix], no trailing slash
+    base_url: str  # what players get: scheme://host[:port][/prefix], no trailing slash
+    edge_url: str = ""  # where the api reaches the edge (probes, BANs); default base_url
+
+    @property
+    def admin_url(self) -> str:
+        return self.edge_url or self.base_url
 
 
 def parse_pathways(spec: str) -> list[Pathway]:
-    """'a=http://127.0.0.1:8080,b=http://127.0.0.1:8081' -> pathways in preference order (ValueError if bad)."""
+    """'a=http://127.0.0.1:8080,b=http://127.0.0.1:8081' -> pathways in preference order (ValueError if bad).
+    `id=PUBLIC|EDGE`: players get PUBLIC, the api probes and purges EDGE (e.g. a=https://cdn-a.example|http://edge:8080)."""
     out: list[Pathway] = []
     for item in spec.split(","):
         item = item.strip()
         if not item:
             continue
-        pid, sep, url = item.partition("=")
-        pid, url = pid.strip(), url.strip().rstrip("/")
+        pid, sep, urls = item.partition("=")
+        pid = pid.strip()
         if not sep or not PATHWAY_ID_RE.fullmatch(pid):
             raise ValueError(f"bad pathway {item!r}: use id=http(s)://host[:port] with id of [A-Za-z0-9._-]")
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-            raise ValueError(f"bad pathway base URL {url!r} for {pid!r}: use http(s)://host[:port][/prefix]")
+        url, _, edge = (u.strip().rstrip("/") for u in urls.partition("|"))
+        for u in (url, edge) if edge else (url,):
+            parts = urlsplit(u)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+                raise ValueError(f"bad pathway URL {u!r} for {pid!r}: use http(s)://host[:port][/prefix]")
         if any(p.id == pid for p in out):
             raise ValueError(f"pathway {pid!r} declared twice")
-        out.append(Pathway(pid, url))
+        out.append(Pathway(pid, url, edge))
     return out
 
 

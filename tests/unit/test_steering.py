@@ -52,7 +52,11 @@ def test_pathways_parse_in_preference_order_and_bad_ones_are_refused() -> None:
     ways = parse_pathways(" a=http://127.0.0.1:8080/ , cdn-2=https://cdn.example/live-edge")
     assert [(p.id, p.base_url) for p in ways] == [("a", "http://127.0.0.1:8080"), ("cdn-2", "https://cdn.example/live-edge")]
     assert parse_pathways("") == []
-    for bad in ("a", "a=ftp://x", "a b=http://x", "a=http://x,a=http://y", "a=http://x?q=1", "=http://x"):
+    a = parse_pathways("a=https://cdn-a.example|http://edge-a:8080/")[0]
+    assert (a.base_url, a.admin_url) == ("https://cdn-a.example", "http://edge-a:8080")
+    assert ways[0].admin_url == "http://127.0.0.1:8080"
+    for bad in ("a", "a=ftp://x", "a b=http://x", "a=http://x,a=http://y", "a=http://x?q=1", "=http://x",
+                "a=http://x|edge:8080"):
         with pytest.raises(ValueError):
             parse_pathways(bad)
 
@@ -109,7 +113,8 @@ def test_pathways_are_compared_on_the_metrics_both_have() -> None:
     w.probe("a", False)
     assert w.step()[0] == "b"
     w.probe("a", True)
-    w.qoe = {"a": Qoe(**{**GOOD.__dict__, "startup_p50_ms": 3500}), "b": Qoe(**{**GOOD.__dict__, "startup_p50_ms": None})}
+    w.qoe = {"a": Qoe(**{**GOOD.__dict__, "startup_p50_ms": 3500}),
+             "b": Qoe(**{**GOOD.__dict__, "startup_p50_ms": None})}
     took = w.run_until_first("a", 3 * HOLD)
     assert took is not None and HOLD <= took <= HOLD + 1
 
