@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     # --- multi-CDN: pathways, content steering (issue 18) ---------------------------------------
     pathways: str = Field(
         "", description="CDNs/edges players may use, 'id=base_url,...' in preference order (e.g. "
-        "a=http://127.0.0.1:8080,b=http://127.0.0.1:8081); empty = the one edge, no content steering."
+        "a=http://127.0.0.1:8080,b=http://127.0.0.1:8081; after a vertical bar, the address where the api probes "
+        "and purges that edge, default base_url); empty = the one edge, no content steering."
     )
     steering_url: str = Field(
         "", description="Base URL players reach the steering server (the api) at; default http://API_HOST:API_PORT."
@@ -114,9 +115,8 @@ class Settings(BaseSettings):
         "counts as better."
     )
     steering_probe_interval_s: float = Field(
-        1.0, gt=0, description="How often the api probes each pathway (GET BASE/healthz, timeout the same)."
+        1.0, gt=0, description="How often the api probes each pathway (GET EDGE/healthz, timeout the same)."
     )
-
 
     # --- Roles -------------------------------------------------------------------------------
     ingest_buffer_seconds: float = Field(30.0, description="Media the ingest buffers while Kafka is slow/down.")
