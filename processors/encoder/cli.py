@@ -23,6 +23,7 @@ def encoder(
     from floodlight.log import setup_logging
     from floodlight.metrics import serve_metrics
     from floodlight.settings import get_settings
+    from processors.encoder.transcode import keep_freed_memory
     from processors.encoder.worker import EncoderWorker, parse_renditions
 
     settings = get_settings()
@@ -35,6 +36,7 @@ def encoder(
         raise typer.BadParameter("--threads must be >= 0")
     if concurrent_gops is not None and concurrent_gops < 1:
         raise typer.BadParameter("--concurrent-gops must be >= 1")
+    keep_freed_memory()
     serve_metrics("encoder", settings.metrics_port)
     worker = EncoderWorker(settings, group=group, renditions=wanted, x264_threads=threads,
                            concurrent_gops=concurrent_gops)

@@ -34,11 +34,10 @@ from fractions import Fraction
 from typing import Any
 
 import av
-from av.video.reformatter import VideoReformatter
 
 from processors.encoder import aac, cmaf
-from processors.encoder.ladder import bitrates, select_rungs
-from processors.encoder.transcode import MOVFLAGS, VIDEO_TIMESCALE, TranscodeError
+from processors.encoder.ladder import bitrates, select_rungs, x264_vbv
+from processors.encoder.transcode import MOVFLAGS, VIDEO_TIMESCALE, RungScaler, TranscodeError
 
 log = logging.getLogger("floodlight.encoder.streaming")
 QUEUE_DEPTH = 12
@@ -50,14 +49,14 @@ def is_chunk(gop: dict[str, Any]) -> bool:
     return gop.get("chunk_index", 0) != 0 or not gop.get("is_last_chunk", True)
 
 
-def x264_stream_options(preset: str, kbps: int) -> dict[str, str]:
-    """libx264 for parts: the whole-GOP options (no scene-cut keyframes, closed, no B-frames, VBV) with
-    zero latency, so a frame's packet comes out with the frame."""
+def x264_stream_options(preset: str, kbps: int, height: int) -> dict[str, str]:
+    """libx264 for parts: the whole-GOP options (no scene-cut keyframes, closed, no B-frames, the rung's
+    VBV) with zero latency, so a frame's packet comes out with the frame."""
     return {
         "preset": preset,
         "tune": "zerolatency",
         "x264-params": (f"keyint={KEYINT}:min-keyint={KEYINT}:scenecut=0:open-gop=0:bframes=0:rc-lookahead=0:"
-                        f"sync-lookahead=0:vbv-maxrate={int(kbps * 1.2)}:vbv-bufsize={kbps * 2}"),
+                        f"sync-lookahead=0:{x264_vbv(kbps, height)}"),
     }
 
 
@@ -95,7 +94,7 @@ class _Made:
 
 
 class _RungStream:
-    """One rung of one GOP: a thread with its reformatter and zero-latency libx264, fed frames by the
+    """One rung of one GOP: a thread with its scaler and zero-latency libx264, fed frames by the
     decoder; at each part marker the packets so far are muxed into one part."""
 
     def __init__(self, rung: dict[str, Any], rate: Fraction, *, preset: str, x264_threads: int) -> None:
@@ -111,7 +110,7 @@ class _RungStream:
         enc.framerate = rate
         enc.bit_rate = rung["bitrate_kbps"] * 1000
         enc.thread_count = max(1, x264_threads)
-        enc.options = x264_stream_options(preset, rung["bitrate_kbps"])
+        enc.options = x264_stream_options(preset, rung["bitrate_kbps"], rung["height"])
         enc.flags = enc.flags | av.codec.context.Flags.global_header
         enc.open()
         self._template_box: Any = av.open(_Sink(), "w", format="mp4")
@@ -121,7 +120,7 @@ class _RungStream:
 
     def _run(self) -> None:
         packets: list[Any] = []
-        reformatter = VideoReformatter()
+        scaler = RungScaler(self.rung["width"], self.rung["height"])
         error: BaseException | None = None
         busy = 0.0
         while True:
@@ -148,12 +147,7 @@ class _RungStream:
             if error is not None:
                 continue
             try:
-                scaled = reformatter.reformat(item, self.rung["width"], self.rung["height"], format="yuv420p",
-                                              threads=1)
-                if scaled is not item:
-                    scaled.pts = item.pts
-                    scaled.time_base = item.time_base
-                packets += self.enc.encode(scaled)
+                packets += self.enc.encode(scaler(item))
             except BaseException as exc:  # noqa: BLE001 - reported at the next part marker
                 error = exc
             busy += time.perf_counter() - t0

@@ -95,7 +95,7 @@ def test_1080p_source_to_aligned_ladder(isolated: Settings, worker_thread):
         starts = set()
         for name, (w, h) in sizes.items():
             rec = by[(name, g["gop_index"])]
-            assert rec["rendition"]["codecs"].startswith("avc1.") and rec["rendition"]["bandwidth"] > 0
+            assert rec["rendition"]["codecs"].startswith("avc1.64") and rec["rendition"]["bandwidth"] > 0  # High
             assert len(rec["parts"]) == 6  # LOW latency: ~0.33 s parts in a 2 s segment
             with av.open(io.BytesIO(rec["init_segment"] + rec["data"])) as c:
                 frames = list(c.decode(video=0))

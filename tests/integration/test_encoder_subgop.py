@@ -12,6 +12,7 @@ import av
 import pytest
 
 from floodlight.settings import Settings
+from processors.encoder.ladder import preset_for
 from processors.encoder.streaming import GopStream, assemble
 from processors.encoder.transcode import TranscodeError, transcode_gop
 from producers.publish.publisher import publish_gops
@@ -28,8 +29,8 @@ def chunks_of(stream: str, seconds: float, ingest_id: str = "primary", part: flo
 
 
 def stream_gop(chunks: list[dict]) -> list[list[dict]]:
-    """The part records of each chunk of one GOP, in-process."""
-    s = GopStream(chunks[0], SMALL_LADDER, preset="ultrafast")
+    """The part records of each chunk of one GOP, in-process, with the preset a LOW stream gets."""
+    s = GopStream(chunks[0], SMALL_LADDER, preset=preset_for({"latency_mode": "LOW"}))
     return [s.feed(c) for c in chunks]
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import random
+from concurrent.futures import ThreadPoolExecutor
 
 import av
 import pytest
 
 from floodlight.registry import DEFAULT_LADDER
 from processors.encoder import cmaf
+from processors.encoder.ladder import part_seconds_for, preset_for
 from processors.encoder.transcode import TranscodeError, transcode_gop
 from producers.sources.testsrc import generate_gops
 
@@ -82,6 +84,27 @@ def test_init_segment_is_stable_and_output_idempotent(gops):
         assert x["init_hash"] == z["init_hash"]
         assert x["data"] == y["data"]  # same GOP, same parameters: same bytes
         assert len(x["parts"]) == 2  # STANDARD: 1 s parts
+
+
+@pytest.mark.parametrize("mode", ["LOW", "STANDARD"])
+def test_output_repeatable_under_concurrency_with_default_presets(gops, mode):
+    """Re-processing a GOP reproduces its bytes (DESIGN 3.4) with each mode's default preset, also while
+    other GOPs encode at the same time, as in the worker: one x264 thread per rung is what makes it so
+    (frame threads + VBV gave 6 distinct outputs in 6 runs of one GOP). Both modes get High profile."""
+    record = {"latency_mode": mode}
+    preset, part = preset_for(record), part_seconds_for(record)
+
+    def run(gop):
+        return transcode_gop(gop, LADDER_360, preset=preset, part_seconds=part)
+
+    with ThreadPoolExecutor(4) as pool:  # the same GOP three times among another GOP, all at once
+        first, second, other, third = pool.map(run, [gops[0], gops[0], gops[1], gops[0]])
+    for recs in (second, third):
+        assert [r["data"] for r in recs] == [r["data"] for r in first]
+        assert [r["init_segment"] for r in recs] == [r["init_segment"] for r in first]
+    assert [r["data"] for r in other] != [r["data"] for r in first]
+    for rec in first[:2]:  # 360p (the source's size: no scaling) and 180p (scaled)
+        assert rec["rendition"]["codecs"].startswith("avc1.64"), (preset, rec["rendition"]["codecs"])  # High
 
 
 def test_concatenated_segments_play_continuously(gops):

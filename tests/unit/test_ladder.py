@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from floodlight.registry import DEFAULT_LADDER
-from processors.encoder.ladder import bitrates, even, part_seconds_for, preset_for, select_rungs
+from processors.encoder.ladder import (
+    CBR_BELOW_HEIGHT,
+    bitrates,
+    even,
+    part_seconds_for,
+    preset_for,
+    select_rungs,
+    x264_options,
+)
 
 
 def names(rungs):
@@ -53,9 +61,11 @@ def test_even():
 
 def test_presets_and_parts_by_latency_mode():
     assert preset_for(None) == "veryfast"
-    assert preset_for({"latency_mode": "LOW", "encoder_preset": None}) == "ultrafast"
+    # LOW: the fastest preset that keeps High profile (CABAC, 8x8 transforms); ultrafast has neither
+    assert preset_for({"latency_mode": "LOW", "encoder_preset": None}) == "superfast"
     assert preset_for({"latency_mode": "STANDARD"}) == "veryfast"
-    assert preset_for({"latency_mode": "LOW", "encoder_preset": "superfast"}) == "superfast"
+    assert preset_for({"latency_mode": "LOW", "encoder_preset": "ultrafast"}) == "ultrafast"  # the override wins
+    assert preset_for({"latency_mode": "STANDARD", "encoder_preset": "fast"}) == "fast"
     assert part_seconds_for({"latency_mode": "LOW"}) == pytest.approx(0.333)
     assert part_seconds_for(None) == 1.0
 
@@ -70,4 +80,21 @@ def test_bitrates_peak_and_average():
 
 
 def test_unknown_preset_override_falls_back_to_mode():
-    assert preset_for({"latency_mode": "LOW", "encoder_preset": "turbo; rm -rf"}) == "ultrafast"
+    assert preset_for({"latency_mode": "LOW", "encoder_preset": "turbo; rm -rf"}) == "superfast"
+
+
+def params(opts: dict[str, str]) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in opts["x264-params"].split(":"))
+
+
+def test_x264_options_fixed_closed_gop_and_vbv_by_rung_size():
+    top = x264_options("veryfast", 60, 8000, 1080)
+    assert top["preset"] == "veryfast" and "tune" not in top
+    p = params(top)
+    # one IDR per GOP (the source's), no scene-cut keyframes, closed, no B-frames
+    assert (p["keyint"], p["min-keyint"], p["scenecut"], p["open-gop"], p["bframes"]) == ("60", "60", "0", "0", "0")
+    assert (p["vbv-maxrate"], p["vbv-bufsize"]) == ("9600", "16000")  # ABR under a 1.2x cap, 2 s buffer
+    for height in (240, 480, CBR_BELOW_HEIGHT - 2):  # small rungs: CBR-style, x264 spends from the first frame
+        assert (params(x264_options("superfast", 30, 500, height))["vbv-maxrate"],
+                params(x264_options("superfast", 30, 500, height))["vbv-bufsize"]) == ("500", "500")
+    assert params(x264_options("veryfast", 60, 4000, 720))["vbv-maxrate"] == "4800"
