@@ -29,7 +29,9 @@ from producers.sources.spec import SourceContext, parse_source
 from schemas.errors import FloodlightError
 
 log = logging.getLogger("producers.agent")
-GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # 4 s segments put HOLD-BACK (3x) past the 10 s target
+# STANDARD: 1 s segments too, so HOLD-BACK (3 target durations) is 3 s and a plain player settles well under
+# the brief's 10 s (2 s segments put it at 9-10 s: 6 s HOLD-BACK + the segment's age + transcode; issue 15.5)
+GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 1.0}
 PRESET_BY_MODE = {"LOW": "ultrafast", "STANDARD": "veryfast"}
 
 EXIT_OK, EXIT_USAGE, EXIT_REFUSED, EXIT_SOURCE = 0, 2, 3, 4

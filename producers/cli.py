@@ -24,7 +24,7 @@ def ingest_cmd(
         "never: refuse a feed that does not conform")] = "auto",
     no_normalize: Annotated[bool, typer.Option("--no-normalize", help="same as --normalize never")] = False,
     gop_seconds: Annotated[float | None, typer.Option("--gop-seconds", help="GOP length of testsrc/--normalize "
-                                                      "(default by latency mode: LOW 1 s, STANDARD 2 s)")] = None,
+                                                      "(default by latency mode: 1 s, LOW and STANDARD)")] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="stop after this many media seconds")] = None,
     no_registry: Annotated[bool, typer.Option("--no-registry", help="do not require a registered stream "
                                               "(tests, benches); RTMP then checks the key in the URL")] = False,

@@ -136,7 +136,8 @@ def assert_switched_there_and_back(agent: IngestAgent, gops: list[dict[str, Any]
 
 def test_rtmp_open_gop_b_frame_feed_is_re_encoded_then_passes_through(isolated: Settings, feeds: dict[str, Path]):
     port = free_port()
-    cfg = AgentConfig("auto-rtmp", f"rtmp://127.0.0.1:{port}/live/venue-key", use_registry=False, status_interval=0)
+    cfg = AgentConfig("auto-rtmp", f"rtmp://127.0.0.1:{port}/live/venue-key", use_registry=False, status_interval=0,
+                      gop_seconds=2.0)  # the --normalize grid, unlike the feed's own 1 s GOPs
     with running(isolated, cfg) as agent:
         wait_until(lambda: agent.source is not None, 30, what="rtmp gate listening")
         res = push(["-re", "-i", str(feeds["switch"]), "-c", "copy", "-f", "flv",
@@ -158,7 +159,8 @@ def srt_ready(agent: IngestAgent) -> bool:
 
 def test_srt_open_gop_b_frame_feed_is_re_encoded_then_passes_through(isolated: Settings, feeds: dict[str, Path]):
     port = free_port()
-    cfg = AgentConfig("auto-srt", f"srt://127.0.0.1:{port}?streamid=venue", use_registry=False, status_interval=0)
+    cfg = AgentConfig("auto-srt", f"srt://127.0.0.1:{port}?streamid=venue", use_registry=False, status_interval=0,
+                      gop_seconds=2.0)  # the --normalize grid, unlike the feed's own 1 s GOPs
     with running(isolated, cfg) as agent:
         wait_until(lambda: srt_ready(agent), 30, what="srt listener")
         res = None
@@ -185,7 +187,7 @@ def assert_hevc_re_encoded(agent: IngestAgent, gops: list[dict[str, Any]]) -> No
 
 def test_hevc_over_srt_is_re_encoded(isolated: Settings, feeds: dict[str, Path]):
     port = free_port()
-    cfg = AgentConfig("auto-hevc-srt", f"srt://127.0.0.1:{port}?streamid=venue", use_registry=False,
+    cfg = AgentConfig("auto-hevc-srt", f"srt://127.0.0.1:{port}?streamid=venue", use_registry=False, gop_seconds=2.0,
                       status_interval=0)
     with running(isolated, cfg) as agent:
         wait_until(lambda: srt_ready(agent), 30, what="srt listener")
@@ -222,7 +224,7 @@ PYAV_PUSHER = textwrap.dedent("""
 
 def test_hevc_over_enhanced_rtmp_is_re_encoded(isolated: Settings, feeds: dict[str, Path]):
     port = free_port()
-    cfg = AgentConfig("auto-hevc-rtmp", f"rtmp://127.0.0.1:{port}/live/venue-key", use_registry=False,
+    cfg = AgentConfig("auto-hevc-rtmp", f"rtmp://127.0.0.1:{port}/live/venue-key", use_registry=False, gop_seconds=2.0,
                       status_interval=0)
     with running(isolated, cfg) as agent:
         wait_until(lambda: agent.source is not None, 30, what="rtmp gate listening")
