@@ -156,6 +156,7 @@ class StreamPackager:
         self._etags: dict[str, str] = {}  # manifests this process wrote: key -> etag
         self._dirty_chunks: set[tuple[str, int]] = set()  # (rendition, msn // CHUNK) changed since checkpoint
         self._doomed: list[tuple[str, Segment]] = []  # left the window; deleted once no playlist names them
+        self._docs_written: tuple[Any, ...] | None = None  # what master and MPD were last written from
         self.last_segment_at = time.monotonic()
         self.stats = {"segments": 0, "gaps": 0, "late_fills": 0, "duplicates": 0, "too_old": 0, "deleted": 0,
                       "parts": 0, "duplicate_parts": 0, "contradicting_parts": 0, "short_segments": 0}
@@ -475,7 +476,8 @@ class StreamPackager:
         self.unsaved = True
         root = self.state.root
         doomed = self._doomed  # kept on the packager: a flush retried after a store error still deletes them
-        before = mpd.runs(self.state)
+        expiring = any(self.state.expired(self.state.tracks[name]) for name in self.dirty)
+        before = mpd.runs(self.state) if expiring else []
         for name in sorted(self.dirty):
             track = self.state.tracks[name]
             gone = self.state.slide_window(track)
@@ -509,7 +511,10 @@ class StreamPackager:
             if changed:
                 msn, part = playlist.live_edge(self.state, track)
                 self._announce(name, msn, part, track.publish(wall_ms), etag, wall_ms)
-        if playlist.video_tracks(self.state):
+        docs = self._docs_signature()
+        if playlist.video_tracks(self.state) and docs != self._docs_written:
+            # master and MPD change with segments, not with parts: a part alone does not rewrite them
+            self._docs_written = docs
             self._write_doc("master", f"{root}/master.m3u8", playlist.master_playlist(self.state), wall_ms)
             self._write_doc("master-dvr", f"{root}/master-dvr.m3u8",
                             playlist.master_playlist(self.state, "dvr.m3u8"), wall_ms, announce=False)
@@ -520,6 +525,14 @@ class StreamPackager:
             self._delete_media(name, seg)
             doomed.remove((name, seg))
         return written
+
+    def _docs_signature(self) -> tuple[Any, ...]:
+        """What the master playlist and the MPD are made of, cheaply: they are rewritten when it changes."""
+        st = self.state
+        return (tuple((n, t.hi, len(t.segments), t.bandwidth, t.average_bandwidth, t.codecs,
+                       min(t.segments, default=-1)) for n, t in sorted(st.tracks.items())),
+                self.stats["gaps"], self.stats["late_fills"], st.ended, st.vod, st.config,
+                tuple((c.out_msn, c.in_msn) for c in st.cues.values()), st.period_origin)
 
     def refresh_dvr(self) -> int:
         """Bring every lagging dvr.m3u8 up to the newest segment (the sink calls this once per commit)."""

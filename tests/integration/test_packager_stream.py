@@ -289,7 +289,8 @@ def test_mpd_structure(run: dict[str, Any]) -> None:
         tmpl = rep.find("d:SegmentTemplate", ns)
         assert tmpl.get("media") == f"{rep.get('id')}/$Number$.m4s" and tmpl.get("startNumber") == "0"
         n = sum(int(s.get("r", 0)) + 1 for s in tmpl.findall("d:SegmentTimeline/d:S", ns))
-        assert n == N_GOPS
+        assert n == N_GOPS + 1  # LOW, in parts: low-latency DASH also lists the segment being built (issue 15.4)
+        assert tmpl.get("availabilityTimeComplete") == "false" and float(tmpl.get("availabilityTimeOffset")) > 0
     ev = root.find("d:Period/d:EventStream/d:Event", ns)
     assert ev is not None and ev.get("id") == "4242" and ev.get("duration") == "3000"
 
