@@ -169,7 +169,12 @@ def plan_range(settings: Settings, consumer: Consumer, t1: int, t2: int) -> Plan
 
 def _records(consumer: Consumer, plan: Plan, stream_id: str, t1: int, t2: int,
              on_skip: Callable[[], None]) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """(partition, offset, GopChunk) of the stream in [t1, t2), merged into gop_index order."""
+    """(partition, offset, GopChunk) of the stream in [t1, t2), merged into gop_index order. A GOP published
+    in sub-GOP chunks (LOW mode) comes whole, assembled from its chunks (the first copy of each), at the
+    offset of the chunk that completed it."""
+    from processors.encoder.streaming import assemble, is_chunk
+
+    chunks: dict[tuple[int, int, int], dict[int, dict[str, Any]]] = {}  # (partition, epoch, gop) -> index -> chunk
     begin = {p: max(plan.start[p], plan.resumed.get(p, -1)) for p in plan.start}
     live = {p for p in plan.start if begin[p] < plan.end[p]}
     consumer.assign([TopicPartition(plan.topic, p, begin[p]) for p in sorted(live)])
@@ -201,8 +206,18 @@ def _records(consumer: Consumer, plan: Plan, stream_id: str, t1: int, t2: int,
                 if msg.offset() + 1 >= plan.end[p]:
                     done.add(p)
                 continue
-            rec["_offset"] = msg.offset()
-            heads[p].append(rec)
+            if is_chunk(rec):
+                got = chunks.setdefault((p, rec["epoch"], rec["gop_index"]), {})
+                got.setdefault(rec["chunk_index"], rec)
+                last = [i for i, c in got.items() if c["is_last_chunk"]]
+                if last and all(i in got for i in range(min(last) + 1)):
+                    del chunks[(p, rec["epoch"], rec["gop_index"])]
+                    rec = assemble([got[i] for i in range(min(last) + 1)])
+                else:
+                    rec = None
+            if rec is not None:
+                rec["_offset"] = msg.offset()
+                heads[p].append(rec)
             if msg.offset() + 1 >= plan.end[p]:
                 done.add(p)
         q = {p: h for p, h in heads.items()}
