@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         "URL sets none; empty = unencrypted, the streamid key is still checked."
     )
     ingest_part_seconds: float = Field(
-        0.2, ge=0, description="LOW-latency streams: each GOP is published while it is captured, in chunks of "
+        0.333, ge=0, description="LOW-latency streams: each GOP is published while it is captured, in chunks of "
         "about this long (whole frames; each becomes one LL-HLS part); 0 = whole GOPs, as STANDARD always sends."
     )
     metrics_port: int = Field(0, description="Prometheus port of a role (0 = role default).")
