@@ -1,12 +1,28 @@
 """Encoder throughput: one `ffmpeg` command vs our encoder group with Kafka in the loop.
 
-Same source (N s of 1080p30 test pattern, 2 s GOPs), same 4-rung ladder, same x264 preset and
-GOP/B-frame settings, measured in one run. Prints the ratio (target >= 1.2x ffmpeg) and the
-p50/p99 transcode time per GOP (target < 1 s with the low-latency preset).
+Same source (N s of the demo's 1080p30 test pattern, 2 s GOPs), same 4-rung ladder, same x264 preset and
+the very same x264 options per rung (`processors.encoder.ladder.x264_options`), measured in one run,
+one preset after the other, both sides by wall clock:
 
-    .venv/bin/python -m bench.encoder [--seconds 60] [--presets ultrafast,veryfast] [--concurrent-gops 1]
+  ffmpeg  process start -> process exit (every rung's file written)
+  ours    encoder process start -> the bench has read the last RenditionSegment back from Kafka (acked);
+          includes interpreter start-up, the registry catch-up and the consumer-group join; the GOPs
+          wait in Kafka beforehand, as ffmpeg's input waits on disk
 
-Needs the local broker (./run stack up); uses topics under a private prefix and deletes them.
+and CPU per output frame (user + sys of the child processes, ffmpeg's vs the encoder process's, which
+includes its start-up, Kafka and Avro): less sensitive than wall time to other load on a shared machine.
+Every run gets fresh topics, so a member never re-encodes GOPs left over from an earlier run.
+Targets (DESIGN §10): ratio >= 1.2x, CPU per frame <= 1.1x ffmpeg's, at every preset.
+
+Then, per latency mode, at live pace (each record published when its last frame would be captured, the
+mode's own GOP length and default preset): whole GOPs, p50/p99 from taking a GOP to its last segment
+(target p99 < 1 s for LOW); and for LOW also the default sub-GOP transport (chunks of
+FLOODLIGHT_INGEST_PART_SECONDS), p50/p99 from a chunk's hand-over to Kafka to its part encoded in every rung.
+
+    .venv/bin/python -m bench.encoder [--seconds 30] [--presets ultrafast,superfast,veryfast] [--repeat 1]
+                                      [--live-modes low,standard] [--live-gops 10]
+
+Needs the local broker (./run stack up); uses topics under private prefixes and deletes them.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -30,6 +47,7 @@ from floodlight.kafka import consumer_config, make_producer, wait_for_broker
 from floodlight.registry import DEFAULT_LADDER, new_stream_record, publish_stream
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics
+from processors.encoder.ladder import PRESET_BY_MODE, select_rungs, x264_options
 from producers.publish.publisher import publish_gops
 from producers.sources.testsrc import generate_gops
 from schemas import codec
@@ -37,12 +55,28 @@ from schemas import codec
 ROOT = Path(__file__).resolve().parent.parent
 FPS = 30
 GOP_SECONDS = 2.0
+GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # the ingest's defaults (producers.agent)
 
 
-def x264_params(preset_frames: int, kbps: int) -> str:
-    """What processors.encoder.transcode gives libx264 (fixed GOP, no scene-cut, no B-frames)."""
-    return (f"keyint={preset_frames}:min-keyint={preset_frames}:scenecut=0:open-gop=0:bframes=0:"
-            f"vbv-maxrate={int(kbps * 1.2)}:vbv-bufsize={kbps * 2}")
+def ffmpeg_ladder_cmd(src_args: list[str], outputs: dict[str, Path], rungs: list[dict],
+                      options: Callable[[dict], dict[str, str]]) -> list[str]:
+    """One ffmpeg command for the whole ladder: decode once, split, bilinear scale per rung (as ours),
+    libx264 with `options(rung)` (the x264 options ours gives that rung), fragmented mp4 per rung."""
+    graph = [f"[0:v]split={len(rungs)}" + "".join(f"[s{i}]" for i in range(len(rungs)))]
+    for i, r in enumerate(rungs):
+        graph.append(f"[s{i}]scale={r['width']}:{r['height']}:flags=bilinear[o{i}]")
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *src_args, "-filter_complex", ";".join(graph)]
+    for i, r in enumerate(rungs):
+        cmd += ["-map", f"[o{i}]", "-c:v", "libx264", "-b:v", f"{r['bitrate_kbps']}k", "-pix_fmt", "yuv420p"]
+        for k, v in options(r).items():
+            cmd += [f"-{k}", v]
+        cmd += ["-f", "mp4", "-movflags", "+empty_moov+default_base_moof+frag_keyframe", str(outputs[r["name"]])]
+    return cmd
+
+
+def whole_gop_options(preset: str, keyint: int) -> Callable[[dict], dict[str, str]]:
+    """Per rung, the options processors.encoder gives a rung of a whole GOP."""
+    return lambda r: x264_options(preset, keyint, r["bitrate_kbps"], r["height"])
 
 
 def write_elementary_stream(gops: list[dict], path: Path) -> int:
@@ -58,44 +92,62 @@ def write_elementary_stream(gops: list[dict], path: Path) -> int:
     return frames
 
 
-def run_ffmpeg(src: Path, out_dir: Path, preset: str) -> float:
-    frames = int(GOP_SECONDS * FPS)
-    graph = [f"[0:v]split={len(DEFAULT_LADDER)}" + "".join(f"[s{i}]" for i in range(len(DEFAULT_LADDER)))]
-    for i, r in enumerate(DEFAULT_LADDER):
-        graph.append(f"[s{i}]scale={r['width']}:{r['height']}:flags=bilinear[o{i}]")
-    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "h264", "-framerate", str(FPS),
-           "-i", str(src), "-filter_complex", ";".join(graph)]
-    for i, r in enumerate(DEFAULT_LADDER):
-        cmd += ["-map", f"[o{i}]", "-c:v", "libx264", "-preset", preset, "-b:v", f"{r['bitrate_kbps']}k",
-                "-pix_fmt", "yuv420p", "-x264-params", x264_params(frames, r["bitrate_kbps"]),
-                "-f", "mp4", "-movflags", "+empty_moov+default_base_moof+frag_keyframe",
-                str(out_dir / f"{r['name']}.mp4")]
-    t0 = time.perf_counter()
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_ffmpeg(src: Path, out_dir: Path, preset: str, gop_seconds: float) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one ffmpeg command encoding the whole ladder."""
+    rungs = select_rungs(DEFAULT_LADDER, 1920, 1080)
+    cmd = ffmpeg_ladder_cmd(["-f", "h264", "-framerate", str(FPS), "-i", str(src)],
+                            {r["name"]: out_dir / f"{r['name']}.mp4" for r in rungs}, rungs,
+                            whole_gop_options(preset, round(gop_seconds * FPS)))
+    c0, t0 = children_cpu(), time.perf_counter()
     subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, children_cpu() - c0
 
 
-def run_group(settings: Settings, gops: list[dict], preset: str, concurrent_gops: int, members: int,
-              pace_s: float | None = None) -> dict:
-    """Backlog mode (pace_s None): all GOPs published first, throughput measured. Live mode: one GOP
-    published every pace_s seconds, as an ingest would, for the per-GOP transcode time."""
-    stream_id = f"bench-{preset}-{'live' if pace_s else 'backlog'}"
-    mode = "LOW" if preset == "ultrafast" else "STANDARD"
+def fresh_topics(base: Settings) -> Settings:
+    settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 6})
+    apply_topics(settings)
+    return settings
+
+
+def delete_topics(settings: Settings) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(settings.topic_prefix)]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=10).values():
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def run_group(settings: Settings, gops: list[dict], *, mode: str, preset: str | None, concurrent_gops: int,
+              members: int, live: bool = False) -> dict:
+    """Backlog mode: every record published first, then the member(s) start; throughput. Live mode: each
+    record (a whole GOP, or a sub-GOP chunk) published when its last frame would have been captured, as an
+    ingest does. `preset` None = the latency mode's default (no encoder_preset on the stream record)."""
+    stream_id = f"bench-{(preset or mode).lower()}-{'live' if live else 'backlog'}"
     producer = make_producer(settings)
     publish_stream(producer, settings, new_stream_record(stream_id, stream_id, status="LIVE", latency_mode=mode,
                                                          encoder_preset=preset))
     mine = [dict(g, stream_id=stream_id) for g in gops]
     pacer = None
-    if pace_s is None:
+    if not live:
         publish_gops(settings, mine)
     else:
         def paced() -> None:
+            t = time.monotonic()
             for g in mine:
-                t = time.monotonic()
+                t += g["duration"] * g["time_base_num"] / g["time_base_den"]
+                time.sleep(max(0.0, t - time.monotonic()))
                 publish_gops(settings, [g], producer=producer)
-                time.sleep(max(0.0, pace_s - (time.monotonic() - t)))
         pacer = threading.Thread(target=paced, daemon=True)
-    want = len(mine) * (len(DEFAULT_LADDER) + 1)
+    segments = {g["gop_index"] for g in mine}
+    want = len(segments) * (len(DEFAULT_LADDER) + 1)  # (GOP, rendition) pairs complete
     env = dict(os.environ, FLOODLIGHT_TOPIC_PREFIX=settings.topic_prefix,
                FLOODLIGHT_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
                FLOODLIGHT_ENCODER_GROUP=f"bench-{uuid.uuid4().hex[:6]}",
@@ -105,23 +157,28 @@ def run_group(settings: Settings, gops: list[dict], preset: str, concurrent_gops
     reader = Consumer(consumer_config(settings, f"bench-reader-{uuid.uuid4().hex[:6]}"))
     parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
     reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    c0 = children_cpu()
     t0 = time.perf_counter()
+    t0_ms = time.time() * 1000
     procs = [subprocess.Popen([sys.executable, "-m", "ops.cli", "encoder"], cwd=ROOT, env=env)
              for _ in range(members)]
     if pacer is not None:
         pacer.start()
     recs: list[dict] = []
+    done: set[tuple[int, str]] = set()
     try:
-        while len(recs) < want:
-            for msg in reader.consume(100, timeout=0.5):
+        while len(done) < want:
+            for msg in reader.consume(100, timeout=0.2):
                 if not msg.error():
                     rec = codec.decode(msg.value(), expect="RenditionSegment")
                     if rec["stream_id"] == stream_id:
                         rec.pop("data")
                         rec.pop("init_segment")
                         recs.append(rec)
+                        if rec["is_last_part"]:
+                            done.add((rec["gop_index"], rec["rendition"]["name"]))
             if time.perf_counter() - t0 > 1800 or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"encoder run failed: {len(recs)} of {want} segments")
+                raise RuntimeError(f"encoder run failed: {len(done)} of {want} segments complete")
         wall = time.perf_counter() - t0
     finally:
         for p in procs:
@@ -129,19 +186,32 @@ def run_group(settings: Settings, gops: list[dict], preset: str, concurrent_gops
         for p in procs:
             p.wait(60)
         reader.close()
+    cpu = children_cpu() - c0
     first_start = min(r["encode_started_ms"] for r in recs)
-    last_done = max(r["encoded_wallclock_ms"] for r in recs)
     per_gop: dict[int, list[dict]] = {}
     for r in recs:
         per_gop.setdefault(r["gop_index"], []).append(r)
-    skip = 3 if pace_s else 0  # live mode: the first GOPs queue while the member joins the group
+    skip = 3 if live else 0  # live mode: the first GOPs queue while the member starts and joins
+    kept = [rs for _, rs in sorted(per_gop.items())[skip:]]
     gop_s = sorted((max(r["encoded_wallclock_ms"] for r in rs) - min(r["encode_started_ms"] for r in rs)) / 1000
-                   for _, rs in sorted(per_gop.items())[skip:])
-    return {"busy_s": (last_done - first_start) / 1000, "wall_s": wall, "gop_s": gop_s}
+                   for rs in kept)
+    # sub-GOP chunks: from the chunk's hand-over to Kafka to its part of every video rendition encoded
+    by_part: dict[tuple[int, int], list[dict]] = {}
+    for rs in kept:
+        for r in rs:
+            if r["part_index"] >= 0 and r["rendition"]["media_type"] == "VIDEO" and r["ingest_published_ms"]:
+                by_part.setdefault((r["gop_index"], r["part_index"]), []).append(r)
+    part_s = sorted((max(r["encoded_wallclock_ms"] for r in rs) - rs[0]["ingest_published_ms"]) / 1000
+                    for rs in by_part.values())
+    codecs = {r["rendition"]["name"]: r["rendition"]["codecs"] for r in recs if r["rendition"]["codecs"]}
+    return {"wall_s": wall, "cpu_s": cpu, "startup_s": (first_start - t0_ms) / 1000, "gop_s": gop_s,
+            "part_s": part_s, "codecs": codecs}
 
 
-def load_source(cache: Path, seconds: float) -> list[dict]:
-    """The 1080p30 test pattern as GopChunks, cached (framed records, length-prefixed) across runs."""
+def load_source(cache: Path, seconds: float, gop_seconds: float = GOP_SECONDS,
+                part_seconds: float | None = None) -> list[dict]:
+    """The 1080p30 test pattern as GopChunks (whole GOPs, or sub-GOP chunks of part_seconds), cached
+    (framed records, length-prefixed) across runs."""
     if cache.exists():
         data, gops, pos = cache.read_bytes(), [], 0
         while pos < len(data):
@@ -149,8 +219,8 @@ def load_source(cache: Path, seconds: float) -> list[dict]:
             gops.append(codec.decode(data[pos + 4:pos + 4 + n], expect="GopChunk"))
             pos += 4 + n
         return gops
-    gops = generate_gops("bench", seconds, width=1920, height=1080, fps=FPS, gop_seconds=GOP_SECONDS,
-                         start_ms=1_795_000_000_000)
+    gops = generate_gops("bench", seconds, width=1920, height=1080, fps=FPS, gop_seconds=gop_seconds,
+                         start_ms=1_795_000_000_000, part_seconds=part_seconds)
     cache.parent.mkdir(parents=True, exist_ok=True)
     with cache.open("wb") as f:
         for g in gops:
@@ -159,70 +229,86 @@ def load_source(cache: Path, seconds: float) -> list[dict]:
     return gops
 
 
-def children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--presets", default="ultrafast,veryfast")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--presets", default="ultrafast,superfast,veryfast")
     ap.add_argument("--concurrent-gops", type=int, default=0, help="0 = the setting's default")
     ap.add_argument("--members", type=int, default=1, help="encoder processes in the group")
-    ap.add_argument("--live-gops", type=int, default=10, help="GOPs of the live-paced latency run (0 = skip)")
+    ap.add_argument("--live-modes", default="low,standard", help="latency modes of the live-paced run ('' = skip)")
+    ap.add_argument("--live-gops", type=int, default=10, help="GOPs measured in each live-paced run")
+    ap.add_argument("--repeat", type=int, default=1, help="ffmpeg/ours pairs per preset (alternating; median)")
     args = ap.parse_args()
 
     base = Settings()
     wait_for_broker(base, 10)
-    settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 6})
-    apply_topics(settings)
-    concurrent = args.concurrent_gops or settings.encoder_concurrent_gops
-    try:
-        t0 = time.perf_counter()
-        gops = load_source(base.stack_dir / "bench" / f"encoder-source-{args.seconds:g}s.bin", args.seconds)
-        frames = sum(len(g["video_packets"]) for g in gops)
-        print(f"source: {len(gops)} GOPs, {frames} frames of 1080p{FPS} test pattern "
-              f"(ready in {time.perf_counter() - t0:.1f} s)")
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "source.h264"
-            write_elementary_stream(gops, src)
-            for preset in args.presets.split(","):
+    concurrent = args.concurrent_gops or base.encoder_concurrent_gops
+    cache = base.stack_dir / "bench"
+    t0 = time.perf_counter()
+    gops = load_source(cache / f"encoder-source-{args.seconds:g}s.bin", args.seconds)
+    frames = sum(len(g["video_packets"]) for g in gops)
+    print(f"source: {len(gops)} GOPs, {frames} frames of 1080p{FPS} test pattern "
+          f"(ready in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "source.h264"
+        write_elementary_stream(gops, src)
+        for preset in args.presets.split(","):
+            pairs = []
+            for rep in range(args.repeat):
+                tag = f"[{preset}]" if args.repeat == 1 else f"[{preset} #{rep + 1}]"
                 load = os.getloadavg()[0]
-                c0 = children_cpu()
-                ff = run_ffmpeg(src, Path(tmp), preset)
-                c1 = children_cpu()
-                ours = run_group(settings, gops, preset, concurrent, args.members)
-                c2 = children_cpu()
-                ff_fps, our_fps = frames / ff, frames / ours["busy_s"]
-                print(f"[{preset}] load average before the pair: {load:.1f} (2 cores; > 2 means others compete)")
-                print(f"[{preset}] CPU per frame: ffmpeg {(c1 - c0) / frames * 1000:.1f} ms, encoder processes "
-                      f"{(c2 - c1) / frames * 1000:.1f} ms (incl. Kafka, Avro, start-up)")
-                print(f"[{preset}] ffmpeg (one command, 4 rungs): {ff:.1f} s = {ff_fps:.1f} fps")
-                print(f"[{preset}] encoder group ({args.members} member(s), {concurrent} GOP(s) at once, Kafka in "
-                      f"the loop): {ours['busy_s']:.1f} s first GOP taken -> last segment out = {our_fps:.1f} fps "
-                      f"(wall incl. process start + group join: {ours['wall_s']:.1f} s)")
-                print(f"[{preset}] ratio encoder/ffmpeg = {our_fps / ff_fps:.2f}x  (target >= 1.2x)")
-                print(f"[{preset}] transcode time per {GOP_SECONDS:g} s GOP, backlog (GOPs overlap): "
-                      f"p50 {pct(ours['gop_s'], 50):.3f} s, p99 {pct(ours['gop_s'], 99):.3f} s")
-                if args.live_gops:
-                    live = run_group(settings, gops[:args.live_gops + 3], preset, concurrent, 1, pace_s=GOP_SECONDS)
-                    print(f"[{preset}] transcode time per {GOP_SECONDS:g} s GOP, live pace ({args.live_gops} GOPs): "
-                          f"p50 {pct(live['gop_s'], 50):.3f} s, p99 {pct(live['gop_s'], 99):.3f} s "
-                          f"(target < 1 s with ultrafast)")
-    finally:
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(settings.topic_prefix)]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=10).values():
+                ff_wall, ff_cpu = run_ffmpeg(src, Path(tmp), preset, GOP_SECONDS)
+                settings = fresh_topics(base)
                 try:
-                    fut.result()
-                except Exception:  # noqa: BLE001
-                    pass
+                    ours = run_group(settings, gops, mode="STANDARD", preset=preset, concurrent_gops=concurrent,
+                                     members=args.members)
+                finally:
+                    delete_topics(settings)
+                ff_ms, our_ms = ff_cpu / frames * 1000, ours["cpu_s"] / frames * 1000
+                pairs.append((ff_wall / ours["wall_s"], our_ms / ff_ms))
+                print(f"{tag} load average before the pair: {load:.1f} (2 cores; > 2 means others compete)")
+                print(f"{tag} ffmpeg (one command, {len(DEFAULT_LADDER)} rungs): {ff_wall:.1f} s = "
+                      f"{frames / ff_wall:.1f} fps, CPU {ff_ms:.1f} ms/frame")
+                print(f"{tag} encoder group ({args.members} member(s), {concurrent} GOP(s) at once, Kafka in the "
+                      f"loop): {ours['wall_s']:.1f} s = {frames / ours['wall_s']:.1f} fps, CPU {our_ms:.1f} ms/frame "
+                      f"(process start -> first GOP taken: {ours['startup_s']:.1f} s)")
+                print(f"{tag} ratio by wall clock = {ff_wall / ours['wall_s']:.2f}x (target >= 1.2x); CPU per frame "
+                      f"ours/ffmpeg = {our_ms / ff_ms:.2f}x (target <= 1.1x); codecs {ours['codecs']}")
+                print(f"{tag} transcode time per {GOP_SECONDS:g} s GOP, backlog (GOPs overlap): "
+                      f"p50 {pct(ours['gop_s'], 50):.3f} s, p99 {pct(ours['gop_s'], 99):.3f} s", flush=True)
+            if args.repeat > 1:
+                print(f"[{preset}] median of {args.repeat} pairs: ratio by wall clock "
+                      f"{statistics.median(p[0] for p in pairs):.2f}x, CPU per frame ours/ffmpeg "
+                      f"{statistics.median(p[1] for p in pairs):.2f}x", flush=True)
+        for mode in [m.strip().upper() for m in args.live_modes.split(",") if m.strip()]:
+            gop_s = GOP_SECONDS_BY_MODE[mode]
+            n = args.live_gops + 3
+            # whole GOPs (STANDARD's transport, and LOW's with FLOODLIGHT_INGEST_PART_SECONDS=0), then for LOW
+            # the default transport: sub-GOP chunks of FLOODLIGHT_INGEST_PART_SECONDS, transcoded as they come
+            transports = [0.0] + ([base.ingest_part_seconds] if mode == "LOW" and base.ingest_part_seconds else [])
+            for part in transports:
+                name = f"encoder-source-{n * gop_s:g}s-gop{gop_s:g}" + (f"-part{part:g}" if part else "")
+                live_src = load_source(cache / f"{name}.bin", n * gop_s, gop_s, part or None)
+                settings = fresh_topics(base)
+                try:
+                    live = run_group(settings, live_src, mode=mode, preset=None, concurrent_gops=concurrent,
+                                     members=1, live=True)
+                finally:
+                    delete_topics(settings)
+                label = f"{part:g} s chunks" if part else "whole GOPs"
+                line = (f"[live {mode}] default preset {PRESET_BY_MODE[mode]}, {gop_s:g} s GOPs as {label} at live "
+                        f"pace ({len(live['gop_s'])} GOPs, load {os.getloadavg()[0]:.1f}): ")
+                if part:
+                    line += (f"chunk handed to Kafka -> its part encoded in every rung "
+                             f"p50 {pct(live['part_s'], 50):.3f} s, p99 {pct(live['part_s'], 99):.3f} s")
+                else:
+                    line += (f"GOP taken -> last segment encoded p50 {pct(live['gop_s'], 50):.3f} s, "
+                             f"p99 {pct(live['gop_s'], 99):.3f} s" + (" (target p99 < 1 s)" if mode == "LOW" else ""))
+                print(line + f"; 1080p {live['codecs'].get('1080p')}", flush=True)
 
 
 if __name__ == "__main__":
