@@ -20,16 +20,19 @@ from tests.support import sample_records, wait_until
 def test_topics_have_the_configs_of_the_table(isolated: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": isolated.kafka_bootstrap})
     specs = {isolated.topic(s.short): s for s in topic_specs(isolated)}
-    md = admin.list_topics(timeout=10)
 
     def describe() -> dict:  # a topic just created can be unknown to the broker answering for a moment
+        if not set(specs) <= set(admin.list_topics(timeout=10).topics):
+            return {}
         futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, n) for n in specs])
         try:
             return {res: fut.result() for res, fut in futures.items()}
         except KafkaException:
             return {}
 
-    for res, actual in wait_until(describe, 15, interval=0.2, what="every topic's configs").items():
+    described = wait_until(describe, 15, interval=0.2, what="every topic's configs")
+    md = admin.list_topics(timeout=10)
+    for res, actual in described.items():
         for key, want in specs[res.name].configs.items():
             assert actual[key].value == want, (res.name, key)
         assert len(md.topics[res.name].partitions) == specs[res.name].partitions
