@@ -304,8 +304,8 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
         written = first_written([u for u in updates if u["rendition"] == rendition])
         loads: dict[Any, int] = {}
         for sn, part, t in data["loads"]:
-            key = int(sn) if int(part) < 0 else (int(sn), int(part))
-            loads[key] = max(loads.get(key, 0), int(t))
+            for key in (int(sn), (int(sn), int(part))) if int(part) >= 0 else (int(sn),):
+                loads[key] = max(loads.get(key, 0), int(t))  # a segment is loaded with its last part
         g2g = [float(v) for _t, v in data["samples"]]
         pixel = [float(v) for _t, v in data["pixel"]]
         p50 = pct(g2g, 50)

@@ -210,6 +210,7 @@ class GopChunker:
         self._current: _OpenGop | None = None
         self._waiting: list[_OpenGop] = []
         self._ready: list[dict[str, Any]] = []  # chunks of streamed GOPs, out with the next push/flush
+        self._audio_before: list[tuple[int, MediaPacket]] = []
         self.part_ticks = self._part_ticks(part_seconds)
         self._audio_bytes = 0  # payload bytes in self._audio
         self._dropping = False  # a GOP was dropped: discard video until the next keyframe
@@ -225,6 +226,7 @@ class GopChunker:
         self._pending_break: str | None = None
         self.gops_out = 0
         self.late_audio = 0
+        self.stale_audio = 0  # audio packets dropped for being from well before their GOP (_drop_stale)
         self.skipped_before_idr = 0
 
     def _part_ticks(self, part_seconds: float | None) -> int | None:
@@ -476,12 +478,15 @@ class GopChunker:
         generation's audio at the end of input). `duration` is the chunk's own span, so a GOP's
         chunks add up to it; `pts_start` is the GOP's first frame in every chunk (its identity)."""
         packets, g.sent = g.packets[g.sent:], len(g.packets)
+        self._audio_before = list(self._audio)
         take, keep = [], []
         for gen, a in self._audio:
             mine = gen < g.gen or (gen == g.gen and (final or self._to_video(a.pts) < end))
             (take if mine else keep).append(a if mine else (gen, a))
         self._audio = keep
         self._audio_bytes = sum(len(a.data) for _, a in keep)
+        if g.chunk == 0:
+            take = self._drop_stale(take, g, [a for gen, a in self._audio_before if gen == g.gen])
         take.sort(key=lambda a: a.pts)
         video = dict(self.video)
         if g.chunk:
@@ -501,6 +506,18 @@ class GopChunker:
             self.gops_out += 1
         return rec
 
+    def _drop_stale(self, take: list[MediaPacket], g: _OpenGop, same_gen: list[MediaPacket]) -> list[MediaPacket]:
+        """Audio of this GOP's timeline from well before it (a source that skipped ahead: a testsrc behind
+        real time) would put a hole of that length into the GOP's audio segment (and raise the playlists'
+        target duration for good): it is dropped. The first GOP keeps what preceded it; leftovers of an
+        older timeline (generation) are never dropped."""
+        if not self.gops_out:
+            return take
+        floor = g.start - self.audio_grace
+        stale = {id(a) for a in same_gen if self._to_video(a.pts) < floor}
+        self.stale_audio += len(stale)
+        return [a for a in take if id(a) not in stale] if stale else take
+
     def _emit(self, g: _OpenGop, final: bool = False) -> dict[str, Any]:
         assert g.end is not None
         duration = g.end - g.start
@@ -518,6 +535,7 @@ class GopChunker:
             (take if mine else keep).append(a if mine else (gen, a))
         if self.gops_out:  # audio of an earlier GOP that arrived after that GOP was emitted
             self.late_audio += sum(1 for a in take if self._to_video(a.pts) + (self.frame_ticks or 1) < g.start)
+        take = self._drop_stale(take, g, [a for gen, a in self._audio if gen == g.gen])
         self._audio = keep
         self._audio_bytes = sum(len(a.data) for _, a in keep)
         take.sort(key=lambda a: a.pts)

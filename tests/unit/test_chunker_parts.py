@@ -3,6 +3,8 @@ at a time, with its identity fixed at its keyframe; whole GOPs stay as they were
 
 from __future__ import annotations
 
+import pytest
+
 from producers.gop.chunker import GopIndexer
 from tests.unit.test_chunker import feed, make, run
 
@@ -82,3 +84,16 @@ def test_indexer_begin_then_end_equals_assign() -> None:
         got = b.begin(start)
         b.end(start + 90000)
         assert got == a.assign(start, 90000)
+
+
+@pytest.mark.parametrize("part_seconds", [None, 1 / 3])
+def test_audio_from_before_a_skip_stays_out_of_the_next_gop(part_seconds) -> None:
+    # GOP 0, then the source skips GOPs 1 and 2 (a testsrc behind real time) and goes on at GOP 3: the audio
+    # it had sent ahead of GOP 0's end must not open GOP 3's audio with a 2 s hole
+    ch = make(**GRID, part_seconds=part_seconds)
+    out = run(ch, feed(0, 30, gop_frames=30) + feed(90, 30, gop_frames=30))
+    first3 = next(c for c in out if c["gop_index"] == 3 and c["chunk_index"] == 0)
+    assert min(a["pts"] for a in first3["audio_packets"]) * 90000 // 48000 >= 3 * 90000 - 45000
+    assert ch.stale_audio > 0
+    gop0 = [a["pts"] for c in out if c["gop_index"] == 0 for a in c["audio_packets"]]
+    assert min(gop0) == 0  # the first GOP keeps the audio that came before its keyframe
