@@ -271,7 +271,12 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
         with page_server() as page:
             for player in players:
                 print(f"[{label}] {player}: {WARMUP_S:.0f} s warm-up + {seconds:.0f} s", flush=True)
-                runs.append((player, play(page, edge, player, seconds, src_width), os.getloadavg()[0]))
+                try:
+                    runs.append((player, play(page, edge, player, seconds, src_width), os.getloadavg()[0]))
+                except RuntimeError as exc:  # one player failing does not lose the others' figures
+                    print(f"[{label}] {player} NOT MEASURED: {str(exc)[:600]}", flush=True)
+                    runs.append((player, {"samples": [], "pixel": [], "loads": [], "stalls": 0, "errors":
+                                          [str(exc)[:300]], "level": None}, os.getloadavg()[0]))
         master = httpx.get(f"{edge}/live/demo/master.m3u8", timeout=10).text
         renditions = {int(ln.split("RESOLUTION=")[1].split("x")[1].split(",")[0]): nxt.strip()
                       for ln, nxt in zip(master.splitlines(), master.splitlines()[1:], strict=False)
