@@ -48,14 +48,14 @@ from floodlight.registry import DEFAULT_LADDER, new_stream_record, publish_strea
 from floodlight.settings import Settings
 from floodlight.topics import apply_topics
 from processors.encoder.ladder import PRESET_BY_MODE, select_rungs, x264_options
+from producers.agent import GOP_SECONDS_BY_MODE
 from producers.publish.publisher import publish_gops
 from producers.sources.testsrc import generate_gops
 from schemas import codec
 
 ROOT = Path(__file__).resolve().parent.parent
 FPS = 30
-GOP_SECONDS = 2.0
-GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # the ingest's defaults (producers.agent)
+GOP_SECONDS = 2.0  # the throughput pair (the same for both sides); live runs use each mode's ingest default
 
 
 def ffmpeg_ladder_cmd(src_args: list[str], outputs: dict[str, Path], rungs: list[dict],
@@ -236,7 +236,7 @@ def pct(values: list[float], q: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--presets", default="ultrafast,superfast,veryfast")
+    ap.add_argument("--presets", default="ultrafast,superfast,veryfast", help="'' = only the live runs")
     ap.add_argument("--concurrent-gops", type=int, default=0, help="0 = the setting's default")
     ap.add_argument("--members", type=int, default=1, help="encoder processes in the group")
     ap.add_argument("--live-modes", default="low,standard", help="latency modes of the live-paced run ('' = skip)")
@@ -256,7 +256,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "source.h264"
         write_elementary_stream(gops, src)
-        for preset in args.presets.split(","):
+        for preset in [p for p in args.presets.split(",") if p]:
             pairs = []
             for rep in range(args.repeat):
                 tag = f"[{preset}]" if args.repeat == 1 else f"[{preset} #{rep + 1}]"

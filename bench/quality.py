@@ -25,7 +25,7 @@ motion everywhere, closer to sports than bars are; encoded once at CRF 12 and ca
     .venv/bin/python -m bench.quality [--seconds 20] [--sources testsrc,zoom] [--modes low,standard]
                                       [--presets superfast,veryfast --gop 2] [--anchor-scales 0.7,1,1.4]
 
-`--modes` runs each latency mode's default preset at its ingest GOP length (LOW 1 s, STANDARD 2 s);
+`--modes` runs each latency mode's default preset at its ingest GOP length (producers.agent);
 `--presets` instead runs the given presets on whole GOPs of `--gop` seconds.
 """
 
@@ -51,10 +51,10 @@ from processors.encoder import cmaf
 from processors.encoder.ladder import PART_SECONDS_BY_MODE, PRESET_BY_MODE, select_rungs
 from processors.encoder.streaming import KEYINT, GopStream, x264_stream_options
 from processors.encoder.transcode import transcode_gop
+from producers.agent import GOP_SECONDS_BY_MODE
 
 FPS = 30
 WIDTH, HEIGHT = 1920, 1080
-GOP_SECONDS_BY_MODE = {"LOW": 1.0, "STANDARD": 2.0}  # the ingest's defaults (producers.agent)
 SOURCES = {
     "zoom": f"mandelbrot=s={WIDTH}x{HEIGHT}:r={FPS}:maxiter=100:end_pts=4000,noise=alls=2:allf=t",
 }

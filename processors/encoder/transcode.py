@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -209,7 +210,14 @@ class _RungEncoder:
         self.part_seconds = part_seconds
         self.keyint = max(1, frames_in_gop)
         self.x264_threads = x264_threads
-        self.thread = threading.Thread(target=self._run, name=f"rung-{rung['name']}", daemon=True)
+        self.future: Future[None] | None = None
+
+    def start(self, slot: int) -> None:
+        self.future = _rung_thread(slot).submit(self._run)
+
+    def join(self) -> None:
+        if self.future is not None:
+            self.future.result()
 
     def _open(self) -> tuple[Any, Any, _Sink]:
         sink = _Sink()
@@ -295,14 +303,31 @@ def _decode_frames(gop: dict[str, Any]):
         raise TranscodeError(f"undecodable video: {count} of {expected} frames decoded", "decode")
 
 
+_rung_threads = threading.local()
+
+
+def _rung_thread(slot: int) -> ThreadPoolExecutor:
+    """The calling thread's own long-lived thread for rung `slot`. A rung keeps its thread from GOP to GOP
+    (per caller: GOPs transcoded at once never share one), so glibc serves each GOP's fresh encoder from
+    the arena that held the previous GOP's encoder of the same rung: the pages are already there. With a
+    new thread per rung and GOP, arenas are handed round at random and keep growing into fresh pages: in the
+    encoder process, two GOPs at once, 1.9 ms/frame of system time vs 1.1 with these threads (veryfast)."""
+    pools = getattr(_rung_threads, "pools", None)
+    if pools is None:
+        pools = _rung_threads.pools = []
+    while len(pools) <= slot:
+        pools.append(ThreadPoolExecutor(1, thread_name_prefix=f"rung{len(pools)}"))
+    return pools[slot]
+
+
 def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset: str, part_seconds: float,
                     x264_threads: int = 1, timing: RungTiming | None = None) -> list[dict[str, Any]]:
     """Decode the GOP once and encode every rung in its own thread; one record per rung."""
     started_ms = _now_ms()
     encoders = [_RungEncoder(gop, r, preset=preset, part_seconds=part_seconds,
                              frames_in_gop=len(gop["video_packets"]), x264_threads=x264_threads) for r in rungs]
-    for enc in encoders:
-        enc.thread.start()
+    for slot, enc in enumerate(encoders):
+        enc.start(slot)
     decode_error: TranscodeError | None = None
     src_tb = Fraction(gop["time_base_num"], gop["time_base_den"])
     out_tb = Fraction(1, VIDEO_TIMESCALE)
@@ -326,7 +351,7 @@ def transcode_video(gop: dict[str, Any], rungs: list[dict[str, Any]], *, preset:
         for enc in encoders:
             enc.queue.put(_DONE)
         for enc in encoders:
-            enc.thread.join()
+            enc.join()
     if timing is not None:
         timing.decode_seconds = time.perf_counter() - t0
         timing.seconds.update({e.rung["name"]: e.seconds for e in encoders})
