@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     encoder_x264_threads: int = Field(
         1, description="libx264 threads per rung encoder; more than 1 with VBV makes output non-repeatable."
     )
+    encoder_transactions: bool = Field(
+        True, description="Publish segments and commit GOP offsets in one Kafka transaction: a fenced member's "
+        "late output never reaches read_committed readers."
+    )
+    encoder_instance: str = Field(
+        "", description="Stable name of this encoder member (its transactional.id suffix; a restart aborts its "
+        "predecessor's open transaction at once). Default: host name and process id."
+    )
     encoder_dedup_window: int = Field(
         20000, description="Recent (stream_id, gop_index) identities an encoder remembers to drop duplicates."
     )

@@ -32,6 +32,10 @@ class SeenWindow:
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
+    def discard(self, key: Hashable) -> None:
+        """Forget `key` (its output was aborted with a transaction: it must be done again)."""
+        self._items.pop(key, None)
+
 
 class OffsetTracker:
     """Offsets taken from each partition, in order; an offset is committable once it and every

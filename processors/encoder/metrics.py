@@ -26,3 +26,7 @@ LAG = Gauge("floodlight_encoder_lag", "Messages behind the end of floodlight.gop
             ["partition"])
 IN_FLIGHT = Gauge("floodlight_encoder_gops_in_flight", "GOPs being transcoded or awaiting acks.")
 PUBLISH_RETRIES = Counter("floodlight_encoder_publish_retries_total", "Segment produce attempts retried.")
+TRANSACTIONS = Counter("floodlight_encoder_transactions_total",
+                       "Encoder output transactions (segments + input offsets together), by outcome "
+                       "(committed, aborted: refused by the group or failed, redone from the committed "
+                       "offsets; fenced: the producer was replaced).", ["outcome"])

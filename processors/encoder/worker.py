@@ -14,12 +14,21 @@ offsets of all of a GOP's chunks are done only once its last part is acknowledge
 dies mid-GOP leaves the whole GOP to the next owner, which re-does it from chunk 0 and publishes the
 same part bytes. A GOP whose chunks stop coming (its ingest stopped mid-GOP) is closed with the parts
 it has after `STREAM_IDLE_S`.
+
+Fencing (issue 16): by default a member's output and its input offsets commit in one Kafka transaction
+(`floodlight.kafka.TransactionalProducer`, KIP-447), committed after every step that produced
+something. The broker checks the consumer group's generation with every commit, so a member that
+stalled past its session timeout while another took its partitions cannot commit: its late segments
+are aborted and never reach the packager (a read_committed reader). An aborted transaction is redone:
+the member forgets what it had taken and re-reads from the committed offsets (`_rewind`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +37,14 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from floodlight.kafka import dead_letter, make_consumer, make_producer
+from floodlight.kafka import (
+    ProducerFenced,
+    TransactionAborted,
+    TransactionalProducer,
+    dead_letter,
+    make_consumer,
+    make_producer,
+)
 from floodlight.registry import DEFAULT_LADDER, RegistryView, ladder_of
 from floodlight.settings import Settings
 from processors.encoder import metrics as m
@@ -42,6 +58,9 @@ log = logging.getLogger("floodlight.encoder")
 MAX_PUBLISH_ATTEMPTS = 5
 STREAM_IDLE_S = 2.5  # a GOP in chunks with none for this long is closed with the parts it has
 MAX_WAITING_CHUNKS = 256  # chunks taken but not yet transcoded: stop polling past this
+TRANSACTION_TIMEOUT_MS = 5_000  # a dead member's open transaction holds back readers of its partitions this long
+PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # a record of an aborted transaction
+MEMBER_HEADER = "floodlight-encoder"  # which member produced a segment record (audit, fencing tests)
 
 
 def group_id_for(settings: Settings, group: str | None, renditions: set[str] | None) -> str:
@@ -51,6 +70,10 @@ def group_id_for(settings: Settings, group: str | None, renditions: set[str] | N
     if renditions is None:
         return settings.encoder_group
     return f"{settings.encoder_group}-{'-'.join(sorted(renditions))}"
+
+
+def member_name(settings: Settings) -> str:
+    return settings.encoder_instance or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def parse_renditions(value: str | None) -> set[str] | None:
@@ -77,6 +100,7 @@ class Job:
     pending_acks: int = 0
     failed: bool = False
     duplicates: list[Job] = field(default_factory=list)
+    epoch: int = 0  # the worker's epoch when taken: a rewind since then makes its result stale
 
 
 @dataclass(eq=False)
@@ -123,7 +147,14 @@ class EncoderWorker:
         self.streams: dict[tuple[str, int], StreamJob] = {}  # GOPs arriving in chunks, by identity
         self.stream_pool = ThreadPoolExecutor(self.concurrent_gops, thread_name_prefix="chunk")
         self.consumer: Consumer | None = None
-        self.producer: Producer | None = None
+        self.producer: Producer | TransactionalProducer | None = None
+        self.member = member_name(settings)
+        self.headers = [(MEMBER_HEADER, self.member.encode())]
+        self.transactional = settings.encoder_transactions
+        self.epoch = 0  # bumped by every rewind
+        self._finished_in_txn: list[tuple[str, int]] = []  # identities marked seen in the open transaction
+        # partition -> the offset it resumes from: the last one this member committed, or the first it took
+        self._committed: dict[int, int] = {}
         self._assigned: set[int] = set()
         self._last_lag = 0.0
         self._last_progress = time.monotonic()
@@ -140,13 +171,14 @@ class EncoderWorker:
             self.registry.start()
         if not self.registry.wait_caught_up(30):
             log.warning("registry not caught up after 30 s; unknown streams use the default ladder")
-        self.producer = make_producer(self.settings)
+        self.producer = self._make_producer()
         self.consumer = make_consumer(self.settings, self.group_id)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
         log.info("encoder started", extra={"group": self.group_id, "topic": self.topic,
                                            "renditions": sorted(self.renditions or ["all"]),
-                                           "concurrent_gops": self.concurrent_gops})
+                                           "concurrent_gops": self.concurrent_gops, "member": self.member,
+                                           "transactional": self.transactional})
         try:
             while not self.stop_event.is_set():
                 self._step()
@@ -157,12 +189,21 @@ class EncoderWorker:
             for sj in list(self.streams.values()):
                 self._drop_stream(sj)  # left uncommitted: the next owner re-does these GOPs from chunk 0
             try:
-                self.consumer.close()
+                self.consumer.close()  # its revoke commits what is finished
             finally:
+                if isinstance(self.producer, TransactionalProducer):
+                    self._abort()  # unfinished GOPs stay uncommitted: their next owner redoes them
                 self.producer.flush(10)
                 if self._own_registry:
                     self.registry.stop()
             log.info("encoder stopped", extra=self.stats)
+
+    def _make_producer(self) -> Producer | TransactionalProducer:
+        if not self.transactional:
+            return make_producer(self.settings)
+        return TransactionalProducer(self.settings, f"{self.group_id}-{self.member}",
+                                     **{"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+                                        "message.timeout.ms": TRANSACTION_TIMEOUT_MS})
 
     def _step(self) -> None:
         # Capacity counts GOPs being transcoded, not GOPs waiting for acks: the next GOP starts while
@@ -224,14 +265,26 @@ class EncoderWorker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {p.partition for p in partitions}
-        self._forget(lost)  # someone else owns them now; their uncommitted GOPs will be redone there
         log.warning("partitions lost", extra={"partitions": sorted(lost)})
+        self._forget(lost)  # someone else owns them now; their uncommitted GOPs will be redone there
+        if isinstance(self.producer, TransactionalProducer) and self.producer.in_transaction:
+            # The open transaction may hold output of GOPs of the lost partitions: never commit it.
+            self._abort()
+            self._rewind("partitions lost")
 
     def _forget(self, partitions: set[int]) -> None:
         for sj in [sj for sj in self.streams.values() if sj.partition in partitions]:
             self._drop_stream(sj)  # the next owner re-does the GOP from chunk 0 (same part bytes)
+        for identity, job in list(self.in_flight.items()):
+            if job.partition in partitions:  # its result is dropped, never published: the next owner redoes it
+                job.epoch = -1
+                del self.in_flight[identity]
+        for key in [k for k in self.jobs if k[0] in partitions]:
+            del self.jobs[key]
         self.tracker.drop(partitions)
         self._assigned -= partitions
+        for p in partitions:
+            self._committed.pop(p, None)
         for p in partitions:
             try:
                 m.LAG.remove(str(p))
@@ -245,7 +298,8 @@ class EncoderWorker:
             if msg.error().code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error", extra={"error": str(msg.error())})
             return
-        job = Job(msg.partition(), msg.offset(), msg)
+        job = Job(msg.partition(), msg.offset(), msg, epoch=self.epoch)
+        self._committed.setdefault(job.partition, job.offset)
         self.tracker.add(job.partition, job.offset)
         self.jobs[(job.partition, job.offset)] = job
         try:
@@ -362,6 +416,8 @@ class EncoderWorker:
 
     def _produce_part(self, sj: StreamJob, rec: dict[str, Any], value: bytes, attempt: int) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None and err.code() in PURGED:
+                return  # its transaction was aborted: the rewind redoes the GOP
             if err is not None and attempt < MAX_PUBLISH_ATTEMPTS and err.retriable():
                 m.PUBLISH_RETRIES.inc()
                 self._produce_part(sj, rec, value, attempt + 1)
@@ -380,7 +436,7 @@ class EncoderWorker:
         while True:
             try:
                 self.producer.produce(self.settings.topic("segments"), key=rec["stream_id"].encode(), value=value,
-                                      on_delivery=delivered)
+                                      headers=self.headers, on_delivery=delivered)
                 return
             except BufferError:
                 self.producer.poll(0.1)
@@ -389,7 +445,7 @@ class EncoderWorker:
         if not sj.finished or sj.pending_acks or self.streams.get(sj.identity) is not sj:
             return
         del self.streams[sj.identity]
-        self.seen.add(sj.identity)
+        self._mark_seen(sj.identity)
         for job in sj.messages:
             self.tracker.done(job.partition, job.offset)
             self.jobs.pop((job.partition, job.offset), None)
@@ -466,6 +522,8 @@ class EncoderWorker:
     def _publish(self, job: Job) -> None:
         assert job.future is not None and job.gop is not None
         self.active_jobs.remove(job)
+        if job.epoch != self.epoch:
+            return  # taken before a rewind: it is being read again from the committed offset
         stream_id, gop_index = job.identity
         try:
             records = job.future.result()
@@ -492,6 +550,8 @@ class EncoderWorker:
 
     def _produce(self, job: Job, rec: dict[str, Any], value: bytes, attempt: int) -> None:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if job.epoch != self.epoch or (err is not None and err.code() in PURGED):
+                return  # its transaction was aborted: the rewind redoes the GOP
             if err is None:
                 m.SEGMENTS.labels(rec["rendition"]["name"]).inc()
                 m.SEGMENT_BYTES.labels(rec["rendition"]["name"]).inc(len(rec["data"]))
@@ -508,7 +568,7 @@ class EncoderWorker:
         while True:
             try:
                 self.producer.produce(self.settings.topic("segments"), key=rec["stream_id"].encode(),
-                                      value=value, on_delivery=delivered)
+                                      value=value, headers=self.headers, on_delivery=delivered)
                 return
             except BufferError:  # local queue full: serve callbacks and retry
                 self.producer.poll(0.1)
@@ -522,7 +582,7 @@ class EncoderWorker:
 
     def _finish(self, job: Job) -> None:
         stream_id, gop_index = job.identity
-        self.seen.add(job.identity)
+        self._mark_seen(job.identity)
         self.in_flight.pop(job.identity, None)
         m.IN_FLIGHT.set(len(self.in_flight))
         m.GOPS.labels("encoded").inc()
@@ -567,17 +627,97 @@ class EncoderWorker:
 
     # --- commits and lag --------------------------------------------------------------------------
 
+    def _mark_seen(self, identity: tuple[str, int]) -> None:
+        self.seen.add(identity)
+        if self.transactional:
+            self._finished_in_txn.append(identity)
+
     def _commit_ready(self, asynchronous: bool = True) -> None:
-        ready = self.tracker.committable()
+        ready = {p: o for p, o in self.tracker.committable().items() if p in self._assigned}
+        if isinstance(self.producer, TransactionalProducer):
+            self._commit_transaction(ready)
+            return
         if not ready:
             return
-        offsets = [TopicPartition(self.topic, p, o) for p, o in ready.items() if p in self._assigned]
-        if not offsets:
-            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in ready.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except Exception as exc:  # noqa: BLE001 - e.g. during a rebalance; the GOPs will be redone
             log.warning("commit failed", extra={"error": str(exc)})
+
+    def _commit_transaction(self, ready: dict[int, int]) -> None:
+        """Commit the open transaction (what was produced since the last one) with the finished offsets.
+
+        Every commit carries offsets, even when no GOP finished since the last one (the partitions'
+        current commit points, which never skip a taken GOP): the offsets are what makes the broker check
+        this member's group generation, so output of a member that was fenced is aborted, never committed.
+        """
+        assert isinstance(self.producer, TransactionalProducer)
+        if not ready and not self.producer.in_transaction:
+            return
+        points = {p: self._committed[p] for p in self._assigned if p in self._committed}
+        points.update(ready)
+        if not points:  # output of GOPs of partitions no longer ours: their next owner redoes them
+            self._abort()
+            self._rewind("nothing of the output is ours to commit")
+            return
+        try:
+            self.producer.commit(self.consumer, [TopicPartition(self.topic, p, o) for p, o in points.items()])
+        except TransactionAborted as exc:
+            m.TRANSACTIONS.labels("aborted").inc()
+            log.warning("transaction aborted: its output is discarded and redone", extra={"error": str(exc)})
+            self._rewind("transaction aborted")
+            return
+        except ProducerFenced as exc:
+            m.TRANSACTIONS.labels("fenced").inc()
+            log.error("transactional producer fenced: starting a new one", extra={"error": str(exc)})
+            self._replace_producer()
+            self._rewind("producer fenced")
+            return
+        m.TRANSACTIONS.labels("committed").inc()
+        self._committed.update(ready)
+        self._finished_in_txn.clear()
+
+    def _rewind(self, reason: str) -> None:
+        """After an aborted transaction: forget everything taken and read again from the committed offsets
+        (what the next owner of a partition would do). Results of work already running are dropped."""
+        self.epoch += 1
+        for identity in self._finished_in_txn:
+            self.seen.discard(identity)
+        self._finished_in_txn.clear()
+        for sj in list(self.streams.values()):
+            self._drop_stream(sj)
+        self.in_flight.clear()
+        self.jobs.clear()
+        self.tracker.drop(list(self._assigned))
+        m.IN_FLIGHT.set(0)
+        points = {p: o for p, o in self._committed.items() if p in self._assigned}
+        for p, offset in sorted(points.items()):
+            try:
+                self.consumer.seek(TopicPartition(self.topic, p, offset))
+            except KafkaException as exc:  # no longer ours: its next owner reads it
+                log.warning("rewind: seek failed", extra={"partition": p, "error": str(exc)})
+        log.warning("rewound to the committed offsets", extra={"reason": reason, "partitions": points})
+
+    def _abort(self) -> None:
+        assert isinstance(self.producer, TransactionalProducer)
+        try:
+            self.producer.abort()
+        except KafkaException as exc:  # e.g. fatal: a fresh producer aborts what this one left open
+            log.error("abort failed: starting a new transactional producer", extra={"error": str(exc)})
+            self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """A new transactional producer with the same id (its init fences and aborts the old one's
+        transaction). Kept trying while the cluster is unreachable: without one nothing can be committed."""
+        while True:
+            try:
+                self.producer = self._make_producer()
+                return
+            except KafkaException as exc:
+                log.warning("transactional producer not ready yet", extra={"error": str(exc)})
+                if self.stop_event.is_set():
+                    raise
 
     def _report_lag(self) -> None:
         now = time.monotonic()

@@ -80,3 +80,12 @@ def test_chunks_of_a_gop_go_in_order_once_each() -> None:
     seq.done()
     assert not seq.offer(0, "x") and not seq.offer(1, "y") and seq.offer(2, "primary-2")
     assert seq.take() == "primary-2" and seq.next == 2
+
+
+def test_a_discarded_identity_is_done_again() -> None:
+    seen = SeenWindow(4)
+    seen.add(("s", 1))
+    seen.add(("s", 2))
+    seen.discard(("s", 1))  # its output was aborted with a transaction
+    seen.discard(("s", 9))  # never seen: nothing happens
+    assert ("s", 1) not in seen and ("s", 2) in seen and len(seen) == 1
