@@ -30,3 +30,7 @@ TRANSACTIONS = Counter("floodlight_encoder_transactions_total",
                        "Encoder output transactions (segments + input offsets together), by outcome "
                        "(committed, aborted: refused by the group or failed, redone from the committed "
                        "offsets; fenced: the producer was replaced).", ["outcome"])
+TRANSACTION_SECONDS = Histogram("floodlight_encoder_transaction_commit_seconds",
+                                "Time to commit one output transaction (flush, offsets, end): the delay it adds "
+                                "before the packager can read the segments.",
+                                buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))

@@ -661,6 +661,7 @@ class EncoderWorker:
             self._abort()
             self._rewind("nothing of the output is ours to commit")
             return
+        started = time.perf_counter()
         try:
             self.producer.commit(self.consumer, [TopicPartition(self.topic, p, o) for p, o in points.items()])
         except TransactionAborted as exc:
@@ -675,6 +676,7 @@ class EncoderWorker:
             self._rewind("producer fenced")
             return
         m.TRANSACTIONS.labels("committed").inc()
+        m.TRANSACTION_SECONDS.observe(time.perf_counter() - started)
         self._committed.update(ready)
         self._finished_in_txn.clear()
 
