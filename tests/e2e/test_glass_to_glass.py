@@ -31,7 +31,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
-HOLD_S = 25
+HOLD_S = 15
 WARMUP_S = 8
 PDT_PIXEL_MAX_MS = 200  # issue 15: the pixel clock and PDT within 0.2 s of each other
 

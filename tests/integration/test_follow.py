@@ -25,6 +25,8 @@ from tests.integration.test_api_origin import MASTER, ll_playlist
 from tests.integration.test_ingest_broker_outage import free_pair
 from tests.support import wait_until
 
+pytestmark = pytest.mark.waits  # a minute of a private broker being down: `./run test` runs it beside the rest
+
 OUTAGE_S = 60.0
 SID = "late-broker"
 
