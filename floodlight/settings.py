@@ -124,6 +124,9 @@ class Settings(BaseSettings):
         8, ge=1, description="Connections an RTMP ingest listener holds at once (half of them per address before "
         "the key is checked); more are refused on accept."
     )
+    ingest_auth_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds an RTMP connection has to publish with a valid key before it is cut."
+    )
     ingest_max_gop_seconds: float = Field(
         10.0, gt=0, description="Longest GOP the ingest accepts; a longer one (or one over the Kafka message "
         "limit) is dropped with a dead letter, and the stream goes on at the next keyframe."

@@ -113,6 +113,7 @@ class IngestAgent:
                              self.cfg.preset or "ultrafast", normalize=self.cfg.normalize,
                              duration=self.cfg.duration, record=self.record, on_bad_input=self._bad_input,
                              max_connections=self.settings.ingest_max_connections,
+                             auth_timeout=self.settings.ingest_auth_timeout_s,
                              srt_passphrase=self.settings.ingest_srt_passphrase)
 
     def _bad_input(self, kind_or_reason: str, reason: str | None = None) -> None:

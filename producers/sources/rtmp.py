@@ -31,7 +31,7 @@ class RtmpSource(DemuxSource):
         try:
             self.gate = RtmpGate(spec.host, spec.port, backend, spec.app, verify,
                                  on_refused=lambda kind, reason: ctx.on_bad_input(kind, reason),
-                                 max_connections=ctx.max_connections).start()
+                                 max_connections=ctx.max_connections, auth_timeout=ctx.auth_timeout).start()
         except OSError as exc:
             raise SourceError(f"cannot listen on {spec.host}:{spec.port}: {exc}") from exc
         log.info("rtmp listening", extra={"stream_id": ctx.stream_id, "port": self.gate.port})

@@ -99,4 +99,5 @@ class SourceContext:
     record: dict[str, Any] | None = None  # the stream's registry record; None with --no-registry
     on_bad_input: Callable[..., None] = lambda *_: None  # (reason) or (kind, reason)
     max_connections: int = 8  # concurrent pushers a listener (RTMP gate) holds; more are refused
+    auth_timeout: float = 10.0  # seconds a connection has to publish with a valid key (RTMP gate)
     srt_passphrase: str = ""  # SRT encryption passphrase when the URL sets none ("" = none)

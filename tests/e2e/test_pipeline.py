@@ -220,7 +220,7 @@ def test_demo_status_then_clean_stop_and_a_second_run(demo: DemoRun) -> None:
 
     # Second run on the same settings, no clean-up in between: fresh topics and store, plays again.
     out2 = demo.out.with_name("demo2.out")
-    proc2 = start_demo(demo.base, out2, "--duration", "25", "--encoders", "1")
+    proc2 = start_demo(demo.base, out2, "--duration", "15", "--encoders", "1")
     try:
         rc = proc2.wait(90)
     finally:
