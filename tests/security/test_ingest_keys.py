@@ -91,7 +91,8 @@ def rtmp_agent(isolated: Settings) -> Iterator[tuple[IngestAgent, int, str]]:
     key, port = new_stream_key(), free_port()
     register(isolated, "sec-rtmp", key, port)
     cfg = AgentConfig("sec-rtmp", f"rtmp://127.0.0.1:{port}/live/{{stream_key}}", status_interval=0)
-    # a 6 s authentication deadline (10 s by default; the flood itself takes a few seconds on a loaded box) keeps the idle-connection test short
+    # a 6 s authentication deadline (10 s by default) keeps the idle-connection test short; not shorter: the
+    # flood itself takes a few seconds on a loaded box
     with running(isolated.model_copy(update={"ingest_auth_timeout_s": AUTH_TIMEOUT_S}), cfg) as agent:
         wait_until(lambda: agent.source is not None, 30, what="rtmp gate listening")
         yield agent, port, key
