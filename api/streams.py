@@ -101,7 +101,8 @@ def _view(ctx: Context, record: dict[str, Any], principal: Principal | None) -> 
         if record.get("public"):
             playback, dash = f"{base}/master.m3u8", f"{base}/manifest.mpd"
         else:
-            token = ctx.signer.sign(f"live/{sid}")
+            # viewers of the same minute share a token: the edge caches one playlist for all of them
+            token = ctx.signer.sign(f"live/{sid}", bucket_s=ctx.settings.playback_token_bucket_s)
             playback, dash = f"{base}/master.m3u8?token={token}", f"{base}/manifest.mpd?token={token}"
     started = hub.first_update_ms.get(sid) if hub else None
     view = stream_view(record, status=status, started_ms=started, playback_url=playback, dash_url=dash,

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
         description="Playback URL signing keys 'kid:secret,kid2:secret2'; the first signs, all verify.",
     )
     playback_token_ttl_s: int = Field(3600, description="Lifetime of signed playback URLs.")
+    playback_token_bucket_s: int = Field(
+        60, ge=0, description="Playback tokens minted within the same N seconds share one expiry (so one URI "
+        "and one cached playlist at the edge for all those viewers; docs/capacity.md); 0 = one per second."
+    )
     cors_origins: str = Field("*", description="Comma-separated CORS allow-list for playback endpoints.")
 
     # --- api role: playback origin, registry, beacons, edge (issue 6) ---------------------------

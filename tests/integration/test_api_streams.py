@@ -73,7 +73,13 @@ def test_create_get_list_read_your_writes_and_brief_shape(api: tuple[Settings, B
         assert view["drm"]["type"] == "aes-128" and view["drm"]["license_url"].endswith("/keys/ipl-final")
         url = httpx.URL(view["playback_url"])
         assert url.path == "/live/ipl-final/master.m3u8"
-        srv.ctx.signer.verify(url.params["token"], "live/ipl-final")  # signed for this stream
+        exp = srv.ctx.signer.verify(url.params["token"], "live/ipl-final")  # signed for this stream
+        # minted on a minute's boundary: every viewer of that minute gets this URI (one cached playlist at the edge)
+        assert exp % 60 == 0 and 0 < exp - time.time() - s.playback_token_ttl_s <= 61
+        other = {"Authorization": f"Bearer {mint_jwt(s.jwt_secret, 'someone-else', roles=['viewer'])}"}
+        viewer = c.get("/api/v1/live/streams/ipl-final", headers=other)
+        again = httpx.URL(viewer.json()["playback_url"]).params["token"]
+        assert again == url.params["token"] or int(again.split(".")[1]) == exp + 60  # (or the next minute began)
         # ingest endpoints: keys shown once, stored only as hashes
         ingest = created["ingest"]
         assert {(e["role"], e["protocol"]) for e in ingest} == {("primary", "rtmp"), ("primary", "srt"),
