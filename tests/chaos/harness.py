@@ -147,6 +147,7 @@ class Watcher(threading.Thread):
         self.violations: list[str] = []
         self.history: list[tuple[float, int]] = []  # (monotonic, last listed msn)
         self.timeline: list[tuple[int, int]] = []  # (wall ms, last listed msn) when it changed: evidence
+        self.part_timeline: list[tuple[int, str]] = []  # (wall ms, newest listed part) when it changed
         self._seen: dict[str, tuple[int, int, str]] = {}
         self._halt = threading.Event()
         self.last_msn = -1
@@ -184,6 +185,9 @@ class Watcher(threading.Thread):
         self.history.append((time.monotonic(), last))
         if not self.timeline or self.timeline[-1][1] != last:
             self.timeline.append((wall_ms(), last))
+        newest = newest_part(text)
+        if newest and (not self.part_timeline or self.part_timeline[-1][1] != newest):
+            self.part_timeline.append((wall_ms(), newest))  # the newest part a player can fetch
 
     def _check_objects(self) -> None:
         base = self.root / "live" / STREAM
@@ -222,6 +226,45 @@ class Watcher(threading.Thread):
                     return ts - t
             time.sleep(0.1)
         return None
+
+
+def newest_part(playlist: str) -> str:
+    """The newest part (or, without parts, segment) a live playlist lists: what an LL-HLS player waits on."""
+    parts = re.findall(r'#EXT-X-PART:[^\n]*URI="([^"]+)"', playlist)
+    if parts:
+        return parts[-1]
+    segs = [ln for ln in playlist.splitlines() if ln and not ln.startswith("#")]
+    return segs[-1] if segs else ""
+
+
+class PlaylistPoller(threading.Thread):
+    """Reads a live playlist over HTTP every 100 ms (plain GET, no blocking directives) and keeps when its
+    newest part changed: (wall ms, part). Pointed at the api, it says whether a stall came from behind it. (Not at
+    the edge: its reads would refresh the cached playlist the player is served and make the player's copies older.)"""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True, name="chaos-playlist-poller")
+        self.url = url
+        self.timeline: list[tuple[int, str]] = []
+        self.failures = 0
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self.is_alive():
+            self.join(5)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=2) as client:
+            while not self._halt.wait(0.1):
+                try:
+                    res = client.get(self.url)
+                except httpx.HTTPError:
+                    self.failures += 1
+                    continue
+                newest = newest_part(res.text) if res.status_code == 200 else ""
+                if newest and (not self.timeline or self.timeline[-1][1] != newest):
+                    self.timeline.append((wall_ms(), newest))
 
 
 class Probe:
@@ -477,3 +520,216 @@ class ChaosPipeline:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"api not healthy within {timeout}s:\n{self.log_tail('api')}")
+
+
+# --- a real browser watching the live stream -------------------------------------------------------------
+
+PLAYER_PAGE = """<!doctype html><meta charset="utf-8"><title>plain hls.js watching a chaos run</title>
+<video id="v" muted autoplay playsinline width="320"></video>
+<script src="/hls.min.js"></script>
+<script>
+const v = document.getElementById('v');
+const w = window.watch = { version: Hls.version, playing: false, firstPlayingAt: null, stop: false,
+  stalls: [], waits: [], stalledErrors: [], errors: [], samples: [], levels: [] };
+const hls = new Hls();  // every option its default: what a site embedding hls.js gets (lowLatencyMode is on)
+hls.on(Hls.Events.ERROR, (_e, d) => {
+  const at = Date.now();
+  if (d.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) w.stalledErrors.push(at);
+  if (w.errors.length < 300) w.errors.push([at, d.details + (d.fatal ? ':fatal' : '')]);
+});
+hls.on(Hls.Events.LEVEL_SWITCHED, (_e, d) => w.levels.push([Date.now(), hls.levels[d.level].height]));
+// what the player asked for and got, to tell a late playlist from a late player (kept short: ~3000 events)
+w.events = [];
+const ev = (...x) => { if (w.events.length < 3000) w.events.push([Date.now(), ...x]); };
+const dir = (d) => d.deliveryDirectives ? `${d.deliveryDirectives.msn}.${d.deliveryDirectives.part}` : '';
+const took = (d) => Math.round(d.stats.loading.end - d.stats.loading.start);
+const newest = (det) => `${det.lastPartSn}.${det.lastPartIndex}`;  // the newest part the playlist lists
+hls.on(Hls.Events.LEVEL_LOADED, (_e, d) => ev('level', newest(d.details), dir(d), took(d)));
+hls.on(Hls.Events.AUDIO_TRACK_LOADED, (_e, d) => ev('audio-pl', newest(d.details), dir(d), took(d)));
+hls.on(Hls.Events.FRAG_BUFFERED, (_e, d) => ev('buffered', d.frag.type, d.frag.sn, d.part ? d.part.index : -1,
+                                               took(d)));
+let waitingAt = null;
+v.addEventListener('waiting', () => { if (w.playing && waitingAt === null) waitingAt = Date.now(); });
+v.addEventListener('playing', () => {
+  const at = Date.now();
+  if (!w.playing) { w.playing = true; w.firstPlayingAt = at; w.firstPlayingCt = v.currentTime; }
+  if (waitingAt !== null) { w.waits.push([waitingAt, at]); waitingAt = null; }
+});
+hls.loadSource(new URLSearchParams(location.search).get('src'));
+hls.attachMedia(v);
+// The playhead against the wall clock, both read at the same moment every 100 ms: an interval in which the
+// media time advanced less than the wall clock did lost the difference; consecutive intervals that lost
+// more than 20 ms are one stall [start, end, seconds lost]. A late timer does not count as a stall.
+let prev = null, cur = null;
+function bufferedAhead() {
+  for (let i = 0; i < v.buffered.length; i++) {
+    if (v.buffered.start(i) <= v.currentTime + 0.05 && v.currentTime < v.buffered.end(i)) {
+      return v.buffered.end(i) - v.currentTime;
+    }
+  }
+  return 0;
+}
+setInterval(() => {
+  const at = Date.now(), ct = v.currentTime;
+  if (w.playing && prev && !v.paused) {
+    const lost = (at - prev[0]) / 1000 - (ct - prev[1]) / (v.playbackRate || 1);
+    if (lost > 0.02) {
+      if (!cur) cur = [prev[0], at, 0];
+      cur[1] = at; cur[2] += lost;
+    } else if (cur) { w.stalls.push(cur); cur = null; }
+  }
+  prev = [at, ct];
+}, 100);
+setInterval(() => {  // latency behind live (hls.js's own figure, from the playlist) and glass-to-glass (PDT)
+  if (!w.playing) return;
+  const d = hls.playingDate;
+  w.samples.push([Date.now(), hls.latency, d ? (Date.now() - d.getTime()) / 1000 : null, bufferedAhead(),
+                  hls.targetLatency]);
+}, 500);
+window.watchReport = () => ({ ...w, openStall: cur, openWait: waitingAt, currentTime: v.currentTime,
+                              now: Date.now() });
+setInterval(() => {  // tell the test how far it got; the answer "stop" ends the watch
+  fetch('/state', { method: 'POST', body: JSON.stringify({ playing: w.playing, currentTime: v.currentTime,
+    now: Date.now(), latency: hls.latency, stalls: w.stalls.length, openStall: cur }) })
+    .then((r) => r.text()).then((t) => { if (t === 'stop') w.stop = true; }).catch(() => {});
+}, 250);
+</script>
+"""
+
+
+class BrowserWatch:
+    """Headless chromium (tests/e2e/harness.mjs, playwright-core) playing `src` with plain hls.js from a page on
+    an origin of its own, in the background: `state()` is what the page last reported (every 250 ms), `finish()`
+    ends the watch and returns everything the page recorded (stalls, waiting events, errors, latency samples).
+    Times are wall-clock ms (Date.now() in the page, the same clock as `wall_ms()`)."""
+
+    def __init__(self, src: str, timeout_s: float = 600) -> None:
+        import http.server
+        import shutil
+        from functools import partial
+
+        from tests.e2e.browser import ROOT
+
+        self.src, self.timeout_s = src, timeout_s
+        self.root = Path(tempfile.mkdtemp(prefix="fl-chaos-page-"))
+        (self.root / "index.html").write_text(PLAYER_PAGE)
+        shutil.copy(ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js", self.root / "hls.min.js")
+        self._state: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self.result: dict[str, Any] | None = None
+        watch = self
+
+        class Page(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    watch._state = json.loads(body)
+                except ValueError:
+                    pass
+                answer = b"stop" if watch._stop.is_set() else b"go"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Page, directory=str(self.root)))
+        threading.Thread(target=self.server.serve_forever, daemon=True, name="chaos-page").start()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="chaos-browser")
+        self.thread.start()
+
+    @property
+    def page(self) -> str:
+        from urllib.parse import quote
+
+        return f"http://127.0.0.1:{self.server.server_address[1]}/index.html?src={quote(self.src, safe='')}"
+
+    def _run(self) -> None:
+        from tests.e2e.browser import run_browser
+
+        try:
+            self.result = run_browser([
+                {"op": "goto", "url": self.page},
+                {"op": "wait", "name": "playing", "expr": "window.watch.playing", "timeout_s": 90},
+                {"op": "wait", "name": "stopped", "expr": "window.watch.stop", "timeout_s": self.timeout_s,
+                 "optional": True},
+                {"op": "eval", "name": "watch", "expr": "window.watchReport()"},
+            ], timeout_s=self.timeout_s + 120)
+        except Exception as exc:  # noqa: BLE001 - reported by the waits and finish()
+            self.result = {"ok": False, "error": repr(exc), "steps": []}
+
+    def state(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def wait(self, pred: Any, timeout: float, what: str) -> dict[str, Any]:
+        """Wait until pred(state) holds; fail at the deadline, or at once when the browser has ended."""
+        end = time.monotonic() + timeout
+        while True:
+            st = self.state()
+            if st and pred(st):
+                return st
+            if not self.thread.is_alive():
+                raise AssertionError(f"the browser ended while waiting for {what}: {json.dumps(self.result)[:3000]}")
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; page state {st}")
+            time.sleep(0.1)
+
+    def finish(self, timeout: float = 60) -> dict[str, Any]:
+        """End the watch; the page's record (window.watchReport()), or an AssertionError saying why there is none."""
+        self._stop.set()
+        self.thread.join(timeout)
+        self.server.shutdown()
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+        res = self.result or {"ok": False, "error": "the browser did not end", "steps": []}
+        for s in res.get("steps", []):
+            if s.get("name") == "watch" and s.get("ok"):
+                return s["value"]
+        raise AssertionError(f"no record from the browser: {json.dumps(res)[:3000]}")
+
+
+def player_stalls(rec: dict[str, Any], t0_ms: float, t1_ms: float) -> dict[str, Any]:
+    """The player's stalls, waiting events and latency in [t0_ms, t1_ms] (wall ms) from a BrowserWatch record;
+    a stall or wait that overlaps the window counts whole, one still open at the end counts until then."""
+    now = rec["now"]
+    stalls = list(rec["stalls"]) + ([rec["openStall"]] if rec.get("openStall") else [])
+    waits = [[a, b] for a, b in rec["waits"]] + ([[rec["openWait"], now]] if rec.get("openWait") else [])
+    stalls = [s for s in stalls if s[1] > t0_ms and s[0] < t1_ms]
+    waits = [x for x in waits if x[1] > t0_ms and x[0] < t1_ms]
+    before = [s for s in rec["samples"] if t0_ms - 10_000 <= s[0] < t0_ms]
+    during = [s for s in rec["samples"] if t0_ms <= s[0] <= t1_ms]
+
+    def med(xs: list[float | None]) -> float | None:
+        xs = sorted(x for x in xs if x is not None)
+        return round(xs[len(xs) // 2], 2) if xs else None
+
+    def top(xs: list[float | None]) -> float | None:
+        xs = [x for x in xs if x is not None]
+        return round(max(xs), 2) if xs else None
+
+    return {
+        "hls_js": rec.get("version"),
+        "stalls": len(stalls),
+        "longest_stall_s": round(max((s[2] for s in stalls), default=0.0), 2),
+        "total_stall_s": round(sum(s[2] for s in stalls), 2),
+        "stall_spans_ms": [[int(s[0]), int(s[1]), round(s[2], 2)] for s in stalls],
+        "waiting_events": len(waits),
+        "longest_waiting_s": round(max((b - a for a, b in waits), default=0) / 1000, 2),
+        "buffer_stalled_errors": len([t for t in rec["stalledErrors"] if t0_ms <= t <= t1_ms]),
+        "errors": [e for e in rec["errors"] if t0_ms <= e[0] <= t1_ms][:50],
+        "fatal_errors": [e for e in rec["errors"] if e[1].endswith(":fatal")][:10],
+        "latency_before_s": med([s[1] for s in before]),
+        "latency_max_s": top([s[1] for s in during]),
+        "latency_end_s": during[-1][1] if during else None,
+        "glass_to_glass_before_s": med([s[2] for s in before]),
+        "glass_to_glass_max_s": top([s[2] for s in during]),
+        "buffer_before_s": med([s[3] for s in before]),
+        "target_latency_s": med([s[4] for s in before]),
+        "events_around": [e for e in rec.get("events", []) if t0_ms - 3000 <= e[0] <= t0_ms + 12_000],
+        "samples_before": len(before), "samples_during": len(during),
+        "last_sample_ms": int(rec["samples"][-1][0]) if rec["samples"] else 0,
+        "window_s": round((t1_ms - t0_ms) / 1000, 1),
+    }

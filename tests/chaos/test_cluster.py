@@ -8,9 +8,14 @@ min.insync.replicas 2. One fault at a time:
   - a stalled packager: SIGSTOP the member writing the stream past its session timeout, the other
     member takes the partition over, SIGCONT: the woken member must not write one object after that.
 Each fault: the time from the fault to the next segment listed, and the longest stall of the live
-playlist around it. Across the run: 0 GOPs lost (the published (stream, gop_index) set against the
-DVR playlist), MSNs continuous (no gap, never back), no media object rewritten with other bytes, and
-the packagers' write log shows no write of a fenced epoch after the claim that fenced it.
+playlist around it. Through the leader kill a real browser watches the stream through the Varnish edge
+(the api and the edge in front of the store, plain hls.js in headless chromium, every option its default)
+from before the kill until the node is back in sync: its longest stall in that window must stay within
+2 s (judged by the file's last test), and its stalls, waiting events, latency behind live and how long the
+store and the api listed no new part go into the report. Across the run: 0 GOPs lost (the published
+(stream, gop_index) set against the DVR playlist), MSNs continuous (no gap, never back), no media object
+rewritten with other bytes, and the packagers' write log shows no write of a fenced epoch after the claim
+that fenced it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import threading
 import time
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -36,18 +42,28 @@ from tests.chaos.harness import (
     LADDER,
     STREAM,
     WATCH,
+    BrowserWatch,
     ChaosPipeline,
     FaultReport,
+    PlaylistPoller,
     Watcher,
+    free_port,
     ingest_drops,
     mono_to_wall_ms,
+    player_stalls,
     wall_ms,
 )
+from tests.conftest import TOOLS, require_tool
 from tests.support import wait_until
 
 NODES = 3
 RECOVERY_BOUND_S = 20.0  # generous for 2 shared cores; the report prints the measured values
 STALL_WINDOW_S = 25.0  # the longest playlist stall is looked for from the fault to this much after it
+PLAYER_STALL_BOUND_S = 2.0  # issue 16: a browser watching through the edge stalls at most this long at the leader kill
+PLAYER_SETTLE_S = 8.0  # media seconds the player plays before the kill (past its start-up)
+PLAYER_TAIL_S = 3.0  # media seconds it plays after the killed node is back in sync
+BROWSER_TOOLS = ("node", "chromium", "playwright-core", "varnishd")
+KILL_LEADER = "kill -9 leader of the GOPs' partitions"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -68,7 +84,9 @@ def cluster_port() -> int:
 
 
 class ClusterPipeline(ChaosPipeline):
-    """The harness pipeline on a three-node cluster: media path only (ingest, 2 encoders, 2 packagers)."""
+    """The harness pipeline on a three-node cluster: the media path (ingest, 2 encoders, 2 packagers), and the
+    api with the Varnish edge in front of it for the browser that watches the leader kill (when varnishd is
+    here; no qoe)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -77,18 +95,20 @@ class ClusterPipeline(ChaosPipeline):
             "kafka_nodes": NODES, "kafka_port": port,
             "kafka_bootstrap": ",".join(f"127.0.0.1:{port + 2 * i}" for i in range(NODES)),
             "packager_write_log": str(self.tmp / "writes.jsonl"),
+            "edge_port": free_port(), "edge_cache_max_size": "64m",
         })
+        self.with_edge = TOOLS["varnishd"][0]()
         self.admin = AdminClient({"bootstrap.servers": self.settings.kafka_bootstrap, "log_level": 0})
 
     def start(self) -> None:
         stack.up(self.settings, deadline_s=180)
         apply_topics(self.settings)
         opts = DemoOptions(stream_id=STREAM, source="testsrc:640x360@30", latency="low", encoders=2,
-                           ladder=LADDER, edge=False, dvr_window_s=900)
+                           ladder=LADDER, edge=self.with_edge, dvr_window_s=900)
         register_stream(self.settings, opts)
         for spec in plan_children(self.settings, opts):
-            if spec.name in ("api", "qoe", "edge"):
-                continue  # the media path is what a broker fault can break; the api/qoe are test_faults' job
+            if spec.name == "qoe" or (spec.name == "api" and not self.with_edge):
+                continue  # the qoe app's faults are test_faults' job; the api serves the edge the browser watches
             if spec.name == "ingest":
                 spec = ChildSpec("ingest-primary", [*spec.argv, "--ingest-id", "primary"], spec.env)
             self.specs[spec.name] = spec
@@ -96,6 +116,10 @@ class ClusterPipeline(ChaosPipeline):
                 self.specs["packager-2"] = ChildSpec("packager-2", spec.argv, spec.env)
         for name in self.specs:
             self.launch(name)
+
+    @property
+    def edge(self) -> str:
+        return f"http://127.0.0.1:{self.settings.edge_port}"
 
     # --- the cluster ------------------------------------------------------------------------------
     def nodes(self) -> list[stack.Node]:
@@ -249,21 +273,109 @@ def _kill_node(p: ClusterPipeline, watcher: Watcher, victim: int, name: str,
 
 def test_kill_the_leader_of_the_streams_gops(cluster) -> None:
     p, watcher = cluster
-    controller = p.controller()
-    leaders = p.leaders()
-    gops, segments = p.settings.topic("gops"), p.settings.topic("segments")
-    seg_part = segments_partition(p.settings, STREAM)
-    # the stream's GOPs rotate over every gops partition; the segments of the stream stay on one
-    score: dict[int, int] = {}
-    for (topic, part), leader in leaders.items():
-        if topic == gops or (topic == segments and part == seg_part):
-            score[leader] = score.get(leader, 0) + 1
-    # the controller has a test of its own: take the busiest other node
-    victim = max((n for n in score if n != controller), key=lambda n: score[n], default=None)
-    if victim is None:
-        victim = max(score, key=lambda n: score[n])
-    _kill_node(p, watcher, victim, "kill -9 leader of the GOPs' partitions", {
-        "controller": controller, "stream_partitions_led": score.get(victim, 0), "segments_partition": seg_part})
+    missing = [t for t in BROWSER_TOOLS if not TOOLS[t][0]()]
+    browser = None
+    pollers: dict[str, PlaylistPoller] = {}
+    if not missing:  # a browser through the edge watches from before the kill until the node is back in sync
+        edge_playlist = f"{p.edge}/live/{STREAM}/{WATCH}/playlist.m3u8"
+
+        def edge_lists() -> bool:
+            try:
+                return httpx.get(edge_playlist, timeout=2).text.count(".m4s\n") >= 3
+            except httpx.HTTPError:
+                return False
+
+        wait_until(edge_lists, 60, interval=0.25,
+                   what=f"the live playlist through the edge\n{p.log_tail('api')}\n{p.log_tail('edge')}")
+        browser = BrowserWatch(f"{p.edge}/live/{STREAM}/master.m3u8")
+        pollers = {"api": PlaylistPoller(f"{p.api}/live/{STREAM}/{WATCH}/playlist.m3u8")}
+        for poller in pollers.values():
+            poller.start()
+    row: FaultReport | None = None
+    record: dict[str, Any] | None = None
+    t_end = 0
+    try:
+        if browser is not None:
+            started = browser.wait(lambda s: s.get("playing"), 90, "the player to play through the edge")
+            browser.wait(lambda s: s["currentTime"] >= started["currentTime"] + PLAYER_SETTLE_S, PLAYER_SETTLE_S + 30,
+                         f"the player to play {PLAYER_SETTLE_S} s before the kill")
+        controller = p.controller()
+        leaders = p.leaders()
+        gops, segments = p.settings.topic("gops"), p.settings.topic("segments")
+        seg_part = segments_partition(p.settings, STREAM)
+        # the stream's GOPs rotate over every gops partition; the segments of the stream stay on one
+        score: dict[int, int] = {}
+        for (topic, part), leader in leaders.items():
+            if topic == gops or (topic == segments and part == seg_part):
+                score[leader] = score.get(leader, 0) + 1
+        # the controller has a test of its own: take the busiest other node
+        victim = max((n for n in score if n != controller), key=lambda n: score[n], default=None)
+        if victim is None:
+            victim = max(score, key=lambda n: score[n])
+        name = KILL_LEADER
+        try:
+            row = _kill_node(p, watcher, victim, name, {
+                "controller": controller, "stream_partitions_led": score.get(victim, 0),
+                "segments_partition": seg_part})
+        finally:
+            row = row or next((r for r in reversed(REPORT) if r.fault == name), None)
+        if browser is not None:  # the player goes on past the node's return
+            back = browser.state()["currentTime"]
+            browser.wait(lambda s: s["currentTime"] >= back + PLAYER_TAIL_S, PLAYER_TAIL_S + 30,
+                         f"the player to play {PLAYER_TAIL_S} s after the node is back")
+    finally:
+        if browser is not None:
+            t_end = wall_ms()
+            for poller in pollers.values():
+                poller.stop()
+            try:
+                record = browser.finish()
+            finally:
+                if row is not None and record is not None:
+                    _player_report(row, record, t_end, watcher, pollers)
+    if browser is None:
+        row.notes += f"; no browser ({', '.join(missing)} missing)"
+        require_tool(missing[0])  # skips on a workstation, fails under CI: the player bound was not checked
+        return
+    player = row.evidence["player"]
+    assert not player["fatal_errors"], f"the player hit fatal errors: {player}"
+    assert player["samples_before"] >= 10 and player["samples_during"] >= player["window_s"], (
+        f"the browser did not watch the whole window around the kill: {player}")
+    assert player["last_sample_ms"] >= t_end - 2000, f"the player stopped reporting before the end: {player}"
+    # the stall bound itself: test_a_player_through_the_edge_stalls_at_most_2_s_at_the_leader_kill (last)
+
+
+def _part_gap(timeline: list[tuple[int, str]], t0_ms: int, t1_ms: int) -> tuple[float | None, list[Any]]:
+    """Longest time a live playlist listed no new part (what an LL-HLS player waits on) from the last part
+    listed before t0_ms to t1_ms, and the part timeline around it."""
+    around = [(t, uri) for t, uri in timeline if t0_ms - 3000 <= t <= t1_ms]
+    if not around:
+        return None, []
+    last_before = max((t for t, _ in around if t <= t0_ms), default=t0_ms)  # the freeze began there
+    times = [last_before] + [t for t, _ in around if t > t0_ms] + [t1_ms]
+    return round(max(b - a for a, b in zip(times, times[1:], strict=False)) / 1000, 2), around
+
+
+def _player_report(row: FaultReport, record: dict[str, Any], t_end: int, watcher: Watcher,
+                   pollers: dict[str, PlaylistPoller]) -> None:
+    """The browser's numbers from the kill (row.back_ms) to t_end into the row's notes and evidence, with how
+    long the live playlist listed no new part in the store and on the api."""
+    player = player_stalls(record, row.back_ms, t_end)
+    player["part_gap_s"], row.evidence["part_timeline"] = _part_gap(watcher.part_timeline, row.back_ms, t_end)
+    for where, poller in pollers.items():
+        player[f"part_gap_{where}_s"], row.evidence[f"part_timeline_{where}"] = _part_gap(
+            poller.timeline, row.back_ms, t_end)
+    row.evidence["player"] = player
+    row.notes += (
+        f"; browser (hls.js {player['hls_js']} via edge, {player['window_s']:.0f} s from the kill): "
+        f"longest stall {player['longest_stall_s']} s, total {player['total_stall_s']} s in {player['stalls']} "
+        f"stall(s), {player['waiting_events']} waiting (longest {player['longest_waiting_s']} s), "
+        f"{player['buffer_stalled_errors']} bufferStalledError; behind live {player['latency_before_s']} s before, "
+        f"max {player['latency_max_s']} s (glass-to-glass {player['glass_to_glass_before_s']} -> max "
+        f"{player['glass_to_glass_max_s']} s; buffer {player['buffer_before_s']} s before); "
+        f"no new part listed for {player['part_gap_s']} s in the store, {player.get('part_gap_api_s')} s on the "
+        f"api")
+    EVIDENCE["cluster"]["faults"][row.fault] = row.as_dict()
 
 
 def test_kill_the_active_controller(cluster) -> None:
@@ -421,9 +533,29 @@ def test_nothing_lost_across_the_cluster_faults(cluster) -> None:
         gops_checked=len(expected), gops_lost=len(missing),
         notes=f"msn {msns[0]}..{msns[-1]}, holes {len(holes)}, gaps {len(gaps)}, ingest drops {len(dropped)}"))
     EVIDENCE["cluster"].update(base_gop=base, missing=sorted(g for _s, g in missing), gap_msns=gaps, holes=holes,
-                               expected_range=[min(g for _s, g in expected), max(g for _s, g in expected)])
+                               expected_range=[min(g for _s, g in expected), max(g for _s, g in expected)],
+                               published_capture_ms={str(g): published[g] for g in sorted(published)},
+                               fault_windows={r.fault: [r.started_ms, r.gops_checked] for r in faults})
     assert not missing, f"GOPs published but not in the DVR playlist: {sorted(missing)[:20]} (ingest drops {dropped})"
     assert not holes and not gaps, f"MSNs not continuous: holes {holes[:10]}, gaps {gaps[:10]}"
+
+
+def test_a_player_through_the_edge_stalls_at_most_2_s_at_the_leader_kill(cluster) -> None:
+    """Issue 16: a real browser (plain hls.js through the edge) watching during the leader kill stalls at most
+    2 s. Measured by test_kill_the_leader_of_the_streams_gops; judged last, so a miss here does not hide the
+    other faults' proofs under -x."""
+    missing = [t for t in BROWSER_TOOLS if not TOOLS[t][0]()]
+    if missing:
+        require_tool(missing[0])  # skips on a workstation, fails under CI
+    row = next((r for r in REPORT if r.fault == KILL_LEADER), None)
+    assert row is not None and "player" in row.evidence, "the leader kill recorded no player numbers"
+    player = row.evidence["player"]
+    longest = max(player["longest_stall_s"], player["longest_waiting_s"])
+    assert longest <= PLAYER_STALL_BOUND_S, (
+        f"the player stalled {longest} s at the leader kill (bound {PLAYER_STALL_BOUND_S} s; the playlist listed "
+        f"no new part for {player['part_gap_s']} s in the store, {player.get('part_gap_api_s')} s on the api; "
+        f"the player had {player['buffer_before_s']} s buffered): "
+        f"{ {k: v for k, v in player.items() if k != 'events_around'} }")
 
 
 def _listed(playlist: str) -> tuple[set[int], list[int]]:
