@@ -38,7 +38,7 @@ FAILOVER: dict[str, Any] = {
     # A killed leader is not a leaderless partition to librdkafka: it learns the new leader at its next
     # metadata refresh. Every second (default 5 min) puts a leader move ~1 s from the client, not ~2 s:
     # measured on the local cluster, a producer's longest gap after kill -9 of a leader 3.0 s vs 4.0 s.
-    "topic.metadata.refresh.interval.ms": 1000,
+    "topic.metadata.refresh.interval.ms": 500,
     "metadata.max.age.ms": 10_000,
 }
 
@@ -153,11 +153,17 @@ class TransactionalProducer:
             self._commit_retrying()
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            if err is not None and err.txn_requires_abort():
+            if err is None or err.fatal():
+                self.in_transaction = False
+                raise ProducerFenced(f"transactional producer unusable: {err or exc}") from exc
+            # Refused (abortable), or not done within timeout_s (a coordinator unreachable: librdkafka
+            # waits for a dead group coordinator to come back rather than look for its successor): abort
+            # rather than hold the caller — nothing of it is visible, and its offsets were not committed.
+            try:
                 self.abort()
-                raise TransactionAborted(f"transaction aborted: {err}") from exc
-            self.in_transaction = False
-            raise ProducerFenced(f"transactional producer unusable: {err or exc}") from exc
+            except KafkaException as abort_exc:
+                raise ProducerFenced(f"transaction neither committed nor aborted: {err}; {abort_exc}") from exc
+            raise TransactionAborted(f"transaction aborted: {err}") from exc
         self.in_transaction = False
 
     def _commit_retrying(self) -> None:

@@ -174,8 +174,9 @@ class Settings(BaseSettings):
         1, description="libx264 threads per rung encoder; more than 1 with VBV makes output non-repeatable."
     )
     encoder_transactions: bool = Field(
-        True, description="Publish segments and commit GOP offsets in one Kafka transaction: a fenced member's "
-        "late output never reaches read_committed readers."
+        False, description="Publish segments and commit GOP offsets in one Kafka transaction: a fenced member's "
+        "late output never reaches read_committed readers. Off by default: librdkafka can hang in "
+        "send_offsets_to_transaction while a broker restarts (README)."
     )
     encoder_instance: str = Field(
         "", description="Stable name of this encoder member (its transactional.id suffix; a restart aborts its "

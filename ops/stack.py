@@ -174,10 +174,10 @@ def server_properties(settings: Settings, node: Node, count: int) -> list[str]:
     ]
     if count > 1:
         props += [
-            # A dead node is fenced (and its partitions get new leaders) 2 s after its last heartbeat, not
+            # A dead node is fenced (and its partitions get new leaders) 1.5 s after its last heartbeat, not
             # the default 9 s, and a dead active controller is replaced after 1 s without fetches (default
             # 2 s): a leader lost mid-event costs a couple of seconds of stream (README "Local stack").
-            "broker.session.timeout.ms=2000",
+            "broker.session.timeout.ms=1500",
             "broker.heartbeat.interval.ms=250",
             "controller.quorum.fetch.timeout.ms=1000",
             # a follower that stops fetching leaves the ISR after 10 s (default 30 s holds acks=all back)

@@ -31,6 +31,7 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ MAX_PUBLISH_ATTEMPTS = 5
 STREAM_IDLE_S = 2.5  # a GOP in chunks with none for this long is closed with the parts it has
 MAX_WAITING_CHUNKS = 256  # chunks taken but not yet transcoded: stop polling past this
 TRANSACTION_TIMEOUT_MS = 5_000  # a dead member's open transaction holds back readers of its partitions this long
+TRANSACTION_CALL_S = 3.0  # longest a commit may hold the loop (a coordinator lost): then abort and redo
 PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}  # a record of an aborted transaction
 MEMBER_HEADER = "floodlight-encoder"  # which member produced a segment record (audit, fencing tests)
 
@@ -171,7 +173,7 @@ class EncoderWorker:
             self.registry.start()
         if not self.registry.wait_caught_up(30):
             log.warning("registry not caught up after 30 s; unknown streams use the default ladder")
-        self.producer = self._make_producer()
+        self._replace_producer()
         self.consumer = make_consumer(self.settings, self.group_id)
         self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
@@ -181,8 +183,8 @@ class EncoderWorker:
                                            "transactional": self.transactional})
         try:
             while not self.stop_event.is_set():
-                self._step()
-            self._drain(deadline_s=60)
+                self._guarded(self._step)
+            self._guarded(lambda: self._drain(deadline_s=60))
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
             self.stream_pool.shutdown(wait=True, cancel_futures=True)
@@ -190,20 +192,37 @@ class EncoderWorker:
                 self._drop_stream(sj)  # left uncommitted: the next owner re-does these GOPs from chunk 0
             try:
                 self.consumer.close()  # its revoke commits what is finished
-            finally:
+            except KafkaException as exc:
+                log.warning("consumer close failed", extra={"error": str(exc)})
+            try:
                 if isinstance(self.producer, TransactionalProducer):
-                    self._abort()  # unfinished GOPs stay uncommitted: their next owner redoes them
+                    self.producer.abort()  # unfinished GOPs stay uncommitted: their next owner redoes them
                 self.producer.flush(10)
-                if self._own_registry:
-                    self.registry.stop()
+            except KafkaException as exc:  # the producer failed for good: nothing of it was committed
+                log.warning("producer not flushed at stop", extra={"error": str(exc)})
+            if self._own_registry:
+                self.registry.stop()
             log.info("encoder stopped", extra=self.stats)
 
     def _make_producer(self) -> Producer | TransactionalProducer:
         if not self.transactional:
             return make_producer(self.settings)
-        return TransactionalProducer(self.settings, f"{self.group_id}-{self.member}",
+        return TransactionalProducer(self.settings, f"{self.group_id}-{self.member}", timeout_s=TRANSACTION_CALL_S,
                                      **{"transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
                                         "message.timeout.ms": TRANSACTION_TIMEOUT_MS})
+
+    def _guarded(self, work: Callable[[], None]) -> None:
+        """Run `work`; a transactional producer that fails (fatal: fenced by its own successor, or an error
+        state no abort clears) is replaced and the member redoes what it had taken, instead of dying."""
+        try:
+            work()
+        except KafkaException as exc:
+            if not isinstance(self.producer, TransactionalProducer):
+                raise
+            m.TRANSACTIONS.labels("fenced").inc()
+            log.error("transactional producer failed: starting a new one", extra={"error": str(exc)})
+            self._replace_producer()
+            self._rewind("producer failed")
 
     def _step(self) -> None:
         # Capacity counts GOPs being transcoded, not GOPs waiting for acks: the next GOP starts while

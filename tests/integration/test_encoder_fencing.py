@@ -39,7 +39,8 @@ def _spawn(settings: Settings, group: str, name: str, log: Path) -> subprocess.P
     env = dict(os.environ, FLOODLIGHT_TOPIC_PREFIX=settings.topic_prefix,
                FLOODLIGHT_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, FLOODLIGHT_STORE_URL=settings.store_url,
                FLOODLIGHT_ENCODER_GROUP=group, FLOODLIGHT_ENCODER_INSTANCE=name,
-               FLOODLIGHT_ENCODER_CONCURRENT_GOPS="1", FLOODLIGHT_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+               FLOODLIGHT_ENCODER_CONCURRENT_GOPS="1", FLOODLIGHT_LOG_FORMAT="json", PYTHONPATH=str(ROOT),
+               FLOODLIGHT_ENCODER_TRANSACTIONS=os.environ.get("FLOODLIGHT_ENCODER_TRANSACTIONS", "true"))
     return subprocess.Popen([sys.executable, "-m", "ops.cli", "encoder"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"), start_new_session=True)
 
