@@ -13,9 +13,9 @@ playlist around it. Through the leader kill a real browser watches the stream th
 from before the kill until the node is back in sync: its longest stall in that window is printed against
 the 2 s target and held under a 4 s guard (the file's last test), and its stalls, waiting events, latency
 behind live and how long the store and the api listed no new part go into the report. Across the run:
-0 GOPs lost (the published (stream, gop_index) set against the DVR playlist), MSNs continuous (no gap, never back), no media object
-rewritten with other bytes, and the packagers' write log shows no write of a fenced epoch after the claim
-that fenced it.
+0 GOPs lost (the published (stream, gop_index) set against the DVR playlist), MSNs continuous (no gap,
+never back), no media object rewritten with other bytes, and the packagers' write log shows no write of a
+fenced epoch after the claim that fenced it.
 """
 
 from __future__ import annotations
