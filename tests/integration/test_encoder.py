@@ -158,6 +158,7 @@ def _spawn(settings: Settings, group: str, log: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=log.open("wb"))
 
 
+@pytest.mark.waits  # mostly a killed member's session timeout: runs beside the rest
 def test_two_members_share_partitions_and_survive_kill9(isolated: Settings, tmp_path: Path):
     register(isolated, "grp", ladder=SMALL_LADDER, latency_mode="STANDARD")
     start_ms = 1_795_000_000_000

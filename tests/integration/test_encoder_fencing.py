@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from floodlight.kafka import consumer_config, make_producer
@@ -29,6 +30,8 @@ from producers.publish.publisher import publish_gops
 from producers.sources.testsrc import generate_gops
 from schemas import codec
 from tests.support import wait_until
+
+pytestmark = pytest.mark.waits  # mostly a member stopped past its session timeout: runs beside the rest
 
 ROOT = Path(__file__).resolve().parents[2]
 LADDER = [{"name": "360p", "width": 640, "height": 360, "bitrate_kbps": 800},

@@ -49,6 +49,7 @@ def private_broker(broker: Settings, tmp_path) -> Iterator[Settings]:
         stack.down(s)
 
 
+@pytest.mark.waits  # a private broker down for 10 s: runs beside the rest
 def test_broker_down_for_10s_loses_no_gop(private_broker: Settings):
     s = private_broker
     # the window covers the 10 s pause plus the broker's own stop/start time on a busy 2-core machine;

@@ -34,6 +34,7 @@ def owned(log: str) -> set[str]:
     return set(re.findall(r"stream opened.*?stream_id=([a-z0-9-]+)", log))
 
 
+@pytest.mark.waits  # mostly a killed member's session timeout: runs beside the rest
 def test_member_killed_streams_continue_on_the_other(isolated: Settings, small_media, tmp_path) -> None:
     s = isolated.model_copy(update={"stack_dir": tmp_path / "stack"})
     store = open_store(s.store_url)
