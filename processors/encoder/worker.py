@@ -140,7 +140,6 @@ class EncoderWorker:
         self.registry = registry or RegistryView(settings)
         self.seen = SeenWindow(settings.encoder_dedup_window)
         self.tracker = OffsetTracker()
-        self.jobs: dict[tuple[int, int], Job] = {}  # (partition, offset) -> job
         self.in_flight: dict[tuple[str, int], Job] = {}  # identity -> job being transcoded/published
         self.completed: queue.Queue[Any] = queue.Queue()  # a Job, or (StreamJob, Job, Future) for a chunk
         self.unknown_streams: set[str] = set()
@@ -298,8 +297,6 @@ class EncoderWorker:
             if job.partition in partitions:  # its result is dropped, never published: the next owner redoes it
                 job.epoch = -1
                 del self.in_flight[identity]
-        for key in [k for k in self.jobs if k[0] in partitions]:
-            del self.jobs[key]
         self.tracker.drop(partitions)
         self._assigned -= partitions
         for p in partitions:
@@ -320,7 +317,6 @@ class EncoderWorker:
         job = Job(msg.partition(), msg.offset(), msg, epoch=self.epoch)
         self._committed.setdefault(job.partition, job.offset)
         self.tracker.add(job.partition, job.offset)
-        self.jobs[(job.partition, job.offset)] = job
         try:
             gop = codec.decode(msg.value() or b"", expect="GopChunk")
         except codec.CodecError as exc:
@@ -467,10 +463,8 @@ class EncoderWorker:
         self._mark_seen(sj.identity)
         for job in sj.messages:
             self.tracker.done(job.partition, job.offset)
-            self.jobs.pop((job.partition, job.offset), None)
         for job in sj.chunks.waiting.values():  # chunks after a failure: nothing left to do with them
             self.tracker.done(job.partition, job.offset)
-            self.jobs.pop((job.partition, job.offset), None)
         m.IN_FLIGHT.set(len(self.in_flight) + len(self.streams))
         m.GOPS.labels("encoded").inc()
         self.stats["encoded"] += 1
@@ -519,7 +513,6 @@ class EncoderWorker:
         log.info("duplicate GOP dropped", extra={"stream_id": job.identity[0], "gop_index": job.identity[1],
                                                 "ingest_id": job.gop.get("ingest_id") if job.gop else None})
         self.tracker.done(job.partition, job.offset)
-        self.jobs.pop((job.partition, job.offset), None)
 
     # --- finishing a GOP ------------------------------------------------------------------------
 
@@ -609,7 +602,6 @@ class EncoderWorker:
         if job.gop.get("capture_wallclock_ms"):
             m.GOP_LATENCY.observe(max(0.0, time.time() - job.gop["capture_wallclock_ms"] / 1000))
         self.tracker.done(job.partition, job.offset)
-        self.jobs.pop((job.partition, job.offset), None)
         for dup in job.duplicates:
             self._duplicate(dup)
         log.info("GOP encoded", extra={"stream_id": stream_id, "gop_index": gop_index,
@@ -642,7 +634,6 @@ class EncoderWorker:
         m.GOPS.labels("dead_lettered").inc()
         self.stats["dead_lettered"] += 1
         self.tracker.done(job.partition, job.offset)
-        self.jobs.pop((job.partition, job.offset), None)
 
     # --- commits and lag --------------------------------------------------------------------------
 
@@ -709,7 +700,6 @@ class EncoderWorker:
         for sj in list(self.streams.values()):
             self._drop_stream(sj)
         self.in_flight.clear()
-        self.jobs.clear()
         self.tracker.drop(list(self._assigned))
         m.IN_FLIGHT.set(0)
         points = {p: o for p, o in self._committed.items() if p in self._assigned}
