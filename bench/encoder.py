@@ -41,12 +41,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from floodlight.kafka import consumer_config, make_producer, wait_for_broker
 from floodlight.registry import DEFAULT_LADDER, new_stream_record, publish_stream
 from floodlight.settings import Settings
-from floodlight.topics import apply_topics
+from floodlight.topics import apply_topics, delete_prefixed_topics
 from processors.encoder.ladder import PRESET_BY_MODE, select_rungs, x264_options
 from producers.agent import GOP_SECONDS_BY_MODE
 from producers.publish.publisher import publish_gops
@@ -112,17 +111,6 @@ def fresh_topics(base: Settings) -> Settings:
     settings = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 6})
     apply_topics(settings)
     return settings
-
-
-def delete_topics(settings: Settings) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(settings.topic_prefix)]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=10).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def run_group(settings: Settings, gops: list[dict], *, mode: str, preset: str | None, concurrent_gops: int,
@@ -267,7 +255,7 @@ def main() -> None:
                     ours = run_group(settings, gops, mode="STANDARD", preset=preset, concurrent_gops=concurrent,
                                      members=args.members)
                 finally:
-                    delete_topics(settings)
+                    delete_prefixed_topics(settings)
                 ff_ms, our_ms = ff_cpu / frames * 1000, ours["cpu_s"] / frames * 1000
                 pairs.append((ff_wall / ours["wall_s"], our_ms / ff_ms))
                 print(f"{tag} load average before the pair: {load:.1f} (2 cores; > 2 means others compete)")
@@ -298,7 +286,7 @@ def main() -> None:
                     live = run_group(settings, live_src, mode=mode, preset=None, concurrent_gops=concurrent,
                                      members=1, live=True)
                 finally:
-                    delete_topics(settings)
+                    delete_prefixed_topics(settings)
                 label = f"{part:g} s chunks" if part else "whole GOPs"
                 line = (f"[live {mode}] default preset {PRESET_BY_MODE[mode]}, {gop_s:g} s GOPs as {label} at live "
                         f"pace ({len(live['gop_s'])} GOPs, load {os.getloadavg()[0]:.1f}): ")

@@ -120,10 +120,8 @@ def main() -> None:
     ap.add_argument("--gop", type=int, default=2)
     args = ap.parse_args()
 
-    from confluent_kafka.admin import AdminClient
-
     from floodlight.settings import get_settings
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
 
     s = get_settings().model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 3})
     apply_topics(s)
@@ -137,13 +135,7 @@ def main() -> None:
             anchor = demux_anchor(path)
             st = measured(path, s)
     finally:
-        admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(s.topic_prefix)]
-        for f in admin.delete_topics(names).values():
-            try:
-                f.result()
-            except Exception:  # noqa: BLE001
-                pass
+        delete_prefixed_topics(s)
     print(f"file {size_mb:.1f} MB, {len(st['total'])} GOPs of {args.gop} s at 1080p30")
     print(f"anchor  bare PyAV demux     p50 {pct(anchor, .5):7.2f} ms/GOP  p99 {pct(anchor, .99):7.2f}")
     for k in ("chunk", "frame", "publish", "total"):

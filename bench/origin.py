@@ -209,16 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drop_topics(s: object) -> None:
-    from confluent_kafka.admin import AdminClient
+    from floodlight.topics import delete_prefixed_topics
 
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})  # type: ignore[attr-defined]
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(s.topic_prefix)]  # type: ignore[attr-defined]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=10).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001
-                pass
+    delete_prefixed_topics(s)  # type: ignore[arg-type]
 
 
 def _fixture(s: object) -> object:

@@ -138,6 +138,22 @@ def apply_topics(settings: Settings, admin: AdminClient | None = None, timeout: 
     return report
 
 
+def delete_prefixed_topics(settings: Settings, admin: AdminClient | None = None, timeout: float = 10.0) -> list[str]:
+    """Delete every topic under settings.topic_prefix (a test's, a bench's or a demo's own); return their
+    names. Best effort per topic: one already gone is fine. An empty prefix is refused: it means every topic."""
+    prefix = settings.topic_prefix
+    if not prefix:
+        raise ValueError("refusing to delete topics without a topic prefix (that is every topic on the cluster)")
+    admin = admin or AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
+    names = [n for n in admin.list_topics(timeout=timeout).topics if n.startswith(prefix)]
+    for fut in (admin.delete_topics(names, operation_timeout=timeout).values() if names else []):
+        try:
+            fut.result()
+        except Exception:  # noqa: BLE001 - already gone, or going: best effort
+            pass
+    return names
+
+
 def gop_bytes_per_hour(ladder_kbps_source: int = 8000, audio_kbps: int = 128) -> int:
     """Disk one stream needs in floodlight.gops per hour, at its contribution bitrate."""
     return int((ladder_kbps_source + audio_kbps) * 1000 / 8 * 3600)

@@ -280,17 +280,11 @@ def reset_topics(settings: Settings, timeout: float = 60.0) -> list[str]:
     """Delete every topic under the demo prefix (only ours), wait until gone, create the table again."""
     from confluent_kafka.admin import AdminClient
 
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 0})
     prefix = settings.topic_prefix
-    old = [n for n in admin.list_topics(timeout=15).topics if n.startswith(prefix)]
-    if old:
-        for fut in admin.delete_topics(old, operation_timeout=30).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - already gone is fine
-                pass
+    old = delete_prefixed_topics(settings, admin, timeout=30)
     deadline = time.monotonic() + timeout
     while any(n.startswith(prefix) for n in admin.list_topics(timeout=15).topics):
         if time.monotonic() > deadline:

@@ -91,7 +91,7 @@ def broker(base_settings: Settings) -> Iterator[Settings]:
 @pytest.fixture
 def isolated(broker: Settings, tmp_path) -> Iterator[Settings]:
     """Settings with a topic prefix of its own (topics created), a private store and chDB dir."""
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
 
     prefix = f"t{uuid.uuid4().hex[:8]}."
     s = broker.model_copy(update={
@@ -102,14 +102,6 @@ def isolated(broker: Settings, tmp_path) -> Iterator[Settings]:
     })
     apply_topics(s)
     yield s
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-    if names and not os.environ.get("FLOODLIGHT_KEEP_TOPICS"):
-        for fut in admin.delete_topics(names, operation_timeout=10).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - best-effort clean-up
-                pass
+    if not os.environ.get("FLOODLIGHT_KEEP_TOPICS"):
+        delete_prefixed_topics(s)
 

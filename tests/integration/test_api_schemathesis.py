@@ -19,10 +19,9 @@ EXAMPLES = 20
 
 @pytest.fixture(scope="module")
 def api_server(broker: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
-    from confluent_kafka.admin import AdminClient
 
     from floodlight.kafka import make_producer
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
 
     tmp = tmp_path_factory.mktemp("schemathesis")
     prefix = f"t{uuid.uuid4().hex[:8]}."
@@ -32,12 +31,7 @@ def api_server(broker: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     publish_stream(make_producer(s), s, new_stream_record("demo", "Demo", public=True, status="LIVE"))
     with BackgroundServer(s) as srv:
         yield srv
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    for fut in admin.delete_topics([n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]).values():
-        try:
-            fut.result()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
+    delete_prefixed_topics(s)
 
 
 LEGIT_503 = {"/readyz", "/live/{sid}/{rendition}/{name}", "/vod/{sid}/{rendition}/{name}",

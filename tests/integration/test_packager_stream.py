@@ -33,7 +33,7 @@ from floodlight.keystore import open_key_provider
 from floodlight.objectstore import open_store
 from floodlight.registry import new_stream_record, publish_stream
 from floodlight.settings import ROOT, Settings
-from floodlight.topics import apply_topics
+from floodlight.topics import apply_topics, delete_prefixed_topics
 from schemas import codec
 from sinks.packager import encrypt
 from sinks.packager.conformance import check_media_playlist
@@ -73,16 +73,7 @@ def env(broker: Settings, tmp_path_factory) -> Iterator[Settings]:
                                   "store_url": (tmp / "store").as_uri(), "stack_dir": tmp / "stack"})
     apply_topics(s)
     yield s
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=10).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - best-effort clean-up
-                pass
+    delete_prefixed_topics(s)
 
 
 class Packager:
