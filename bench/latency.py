@@ -34,7 +34,6 @@ the ratio says what sub-GOP streaming buys. Without it the anchor is one GOP dur
 from __future__ import annotations
 
 import argparse
-import http.server
 import json
 import math
 import os
@@ -44,22 +43,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from floodlight.settings import Settings
+from floodlight.topics import delete_prefixed_topics
 from ops.demo import demo_settings, settings_env
 from tests.e2e.browser import ROOT, run_browser, summary
-from tests.e2e.static_origin import free_port
+from tests.e2e.static_origin import free_port, page_origin
 
 STAGES = ("accumulation", "kafka", "transcode", "packaging", "delivery", "player buffer")
 TARGET_P95_MS = {("low", "hls"): 2000, ("low", "page"): 1500, ("low", "dash"): 3000, ("standard", "hls"): 8000,
@@ -186,26 +183,15 @@ def read_topic(settings: Settings, short: str, schema: str, stream_id: str) -> l
     return out
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def page_server() -> Iterator[str]:
+def page_server() -> AbstractContextManager[str]:
     """The plain player page, its clock decoder, hls.js and dash.js on an origin of their own."""
-    root = Path(tempfile.mkdtemp(prefix="fl-bench-page-"))
-    for f in PLAYER_DIR.iterdir():
-        shutil.copy(f, root / f.name)
-    for name, path in ASSETS.items():
-        shutil.copy(path, root / name)
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), partial(_Quiet, directory=str(root)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+    def fill(root: Path) -> None:
+        for f in PLAYER_DIR.iterdir():
+            shutil.copy(f, root / f.name)
+        for name, path in ASSETS.items():
+            shutil.copy(path, root / name)
+
+    return page_origin(fill, "bench-page")
 
 
 def play(page: str, edge: str, player: str, seconds: float, src_width: int) -> dict[str, Any]:
@@ -346,18 +332,9 @@ def _stop_demo(proc: subprocess.Popen) -> None:
 
 
 def _delete_topics(s: Settings) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap, "log_level": 0})
     prefix = s.topic_prefix  # only the demo's own topics (<unique prefix>demo.*): nothing anyone else made
     assert prefix.startswith("latbench") and prefix.endswith(".demo."), prefix
-    names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-    if names:
-        for fut in admin.delete_topics(names, operation_timeout=10).values():
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+    delete_prefixed_topics(s)
 
 
 def report(r: dict[str, Any], anchor: dict[str, Any] | None = None) -> str:

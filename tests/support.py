@@ -21,6 +21,16 @@ def wait_until(pred: Callable[[], T], timeout: float, interval: float = 0.05, wh
         time.sleep(interval)
 
 
+def healthy(url: str) -> bool:
+    """GET url/healthz answers 200 (a server we started is up); False while it cannot be reached."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def sample_records() -> dict[str, dict[str, Any]]:
     """One valid record of every schema (fields exercised, not realistic media)."""
     now = 1_795_000_000_000

@@ -6,12 +6,16 @@ program-date-time, 1 s segments), so a player regression shows up even when anot
 
 from __future__ import annotations
 
+import http.server
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 LADDER = [("360p", "640x360", "1500k"), ("240p", "426x240", "400k"), ("144p", "256x144", "120k")]
@@ -45,6 +49,26 @@ def ffmpeg_hls(out: Path) -> list[str]:
             "-hls_fmp4_init_filename", "init.mp4", "-hls_segment_filename", str(out / "%v" / "%d.m4s"),
             str(out / "%v" / "playlist.m3u8")]
     return cmd
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def page_origin(fill: Callable[[Path], None], label: str = "page") -> Iterator[str]:
+    """A directory `fill` writes (player pages, player libraries) served on a free port of its own, so the players
+    on it go cross-origin to the stream like a site embedding them; yields the base URL, removes the files after."""
+    root = Path(tempfile.mkdtemp(prefix=f"fl-{label}-"))
+    fill(root)
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @contextmanager

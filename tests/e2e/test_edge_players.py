@@ -19,26 +19,19 @@ the climb (top rung within 20 s).
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import statistics
-import tempfile
-import threading
-import uuid
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
-import httpx
 import pytest
 
 from floodlight.settings import Settings
 from tests.e2e.browser import ROOT, run_browser, summary
-from tests.e2e.static_origin import free_port
-from tests.e2e.test_pipeline import start_demo, stop
-from tests.support import wait_until
+from tests.e2e.demo import running_demo, two_free_ports
+from tests.e2e.static_origin import page_origin
 
 pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
@@ -110,82 +103,29 @@ for (const name of ['edge', 'direct']) {
 """
 
 
-class _Page(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _two_free_ports() -> int:
-    """A port p with p + 1 free too."""
-    import socket
-
-    for _ in range(50):
-        p = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p + 1))
-                return p
-            except OSError:
-                continue
-    raise RuntimeError("no two adjacent free ports")
-
-
 @pytest.fixture(scope="module")
 def two_apis(broker: Settings) -> Iterator[tuple[str, str]]:
     """A demo with two api processes behind the edge: (edge URL, one api's URL)."""
-    tmp = Path(tempfile.mkdtemp(prefix="fl-e2e-edge-"))
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    api_port = _two_free_ports()  # the second api process takes the next port
-    base = broker.model_copy(update={
-        "topic_prefix": prefix, "topic_partitions": 3, "stack_dir": tmp / "stack",
-        "api_port": api_port, "edge_port": free_port(), "qoe_port": free_port(), "log_format": "json",
-    })
-    out = tmp / "demo.out"
-    proc = start_demo(base, out, "--api-processes", "2", "--ladder", LADDER)
-    edge, api = f"http://127.0.0.1:{base.edge_port}", f"http://127.0.0.1:{base.api_port + 1}"
-
-    def listed() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"demo exited rc={proc.returncode}: {out.read_text()[-3000:]}")
-        try:
-            return all(httpx.get(f"{u}/live/demo/hd/playlist.m3u8", timeout=2).text.count(".m4s\n") >= 3
-                       for u in (edge, api))
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(listed, 90, interval=0.5, what="the demo's playlists through the edge and the second api")
+    # the second api process takes the port after the first
+    with running_demo(broker, "edge", "--api-processes", "2", "--ladder", LADDER, api_port=two_free_ports()) as d:
+        edge, api = f"http://127.0.0.1:{d.base.edge_port}", f"http://127.0.0.1:{d.base.api_port + 1}"
+        d.wait_listed([f"{u}/live/demo/hd/playlist.m3u8" for u in (edge, api)],
+                      "the demo's playlists through the edge and the second api")
         yield edge, api
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap, "log_level": 0})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-        for fut in (admin.delete_topics(names, operation_timeout=10).values() if names else []):
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - best-effort clean-up
-                pass
 
 
 @pytest.fixture(scope="module")
 def page_server() -> Iterator[str]:
     """The plain page and hls.js from node_modules, on an origin of their own (the players go cross-origin)."""
-    root = Path(tempfile.mkdtemp(prefix="fl-plain-"))
-    (root / "index.html").write_text(PAGE)
-    (root / "shaka.html").write_text(SHAKA_PAGE)
-    shutil.copy(ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js", root / "hls.min.js")
-    shutil.copy(ROOT / "node_modules" / "shaka-player" / "dist" / "shaka-player.compiled.js",
-                root / "shaka-player.compiled.js")
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Page, directory=str(root)))
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        shutil.rmtree(root, ignore_errors=True)
+    def fill(root: Path) -> None:
+        (root / "index.html").write_text(PAGE)
+        (root / "shaka.html").write_text(SHAKA_PAGE)
+        shutil.copy(ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js", root / "hls.min.js")
+        shutil.copy(ROOT / "node_modules" / "shaka-player" / "dist" / "shaka-player.compiled.js",
+                    root / "shaka-player.compiled.js")
+
+    with page_origin(fill, "plain") as url:
+        yield url
 
 
 def _p50(samples: list[list[float]]) -> float:

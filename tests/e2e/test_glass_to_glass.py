@@ -12,22 +12,15 @@ Figures are printed; the bounds are loose (2 shared cores), bench.latency measur
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.latency import page_server
 from floodlight.settings import Settings
 from tests.e2e.browser import run_browser, summary
-from tests.e2e.static_origin import free_port
-from tests.e2e.test_pipeline import start_demo, stop
-from tests.support import wait_until
+from tests.e2e.demo import running_demo
 
 pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
@@ -38,40 +31,10 @@ PDT_PIXEL_MAX_MS = 200  # issue 15: the pixel clock and PDT within 0.2 s of each
 
 @pytest.fixture(scope="module")
 def edge(broker: Settings) -> Iterator[str]:
-    tmp = Path(tempfile.mkdtemp(prefix="fl-e2e-g2g-"))
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    base = broker.model_copy(update={
-        "topic_prefix": prefix, "topic_partitions": 3, "stack_dir": tmp / "stack",
-        "api_port": free_port(), "edge_port": free_port(), "qoe_port": free_port(), "log_format": "json",
-    })
-    out = tmp / "demo.out"
-    proc = start_demo(base, out)
-    url = f"http://127.0.0.1:{base.edge_port}"
-
-    def parts_listed() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"demo exited rc={proc.returncode}: {out.read_text()[-3000:]}")
-        try:
-            text = httpx.get(f"{url}/live/demo/360p/playlist.m3u8", timeout=2).text
-        except httpx.HTTPError:
-            return False
-        return text.count(".m4s\n") >= 3 and "#EXT-X-PART:" in text
-
-    try:
-        wait_until(parts_listed, 90, interval=0.5, what="the demo's parts through the edge")
+    with running_demo(broker, "g2g") as d:
+        url = f"http://127.0.0.1:{d.base.edge_port}"
+        d.wait_listed([f"{url}/live/demo/360p/playlist.m3u8"], "the demo's parts through the edge", parts=True)
         yield url
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap, "log_level": 0})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-        for fut in (admin.delete_topics(names, operation_timeout=10).values() if names else []):
-            try:
-                fut.result()
-            except Exception:  # noqa: BLE001 - best-effort clean-up
-                pass
 
 
 def watch(page: str, src: str, player: str) -> dict:

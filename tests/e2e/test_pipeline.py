@@ -10,30 +10,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from floodlight.settings import Settings
-from ops.demo import demo_settings, port_free, settings_env
+from ops.demo import demo_settings, port_free
 from tests.e2e.browser import run_browser, step, summary
-from tests.e2e.static_origin import free_port
+from tests.e2e.demo import running_demo, start_demo, stop
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("browser_tools")  # skips locally, fails under CI=true
 
 LEVEL = "(window.floodlight.currentLevel || {}).name"
 VIDEO_T = "document.querySelector('video').currentTime"
-DEMO_ARGS = ["--source", "testsrc:640x360@30", "--ladder", "small", "--encoders", "2", "--latency", "low"]
 ARTIFACTS = Path(os.environ.get("FLOODLIGHT_E2E_ARTIFACTS", "/tmp/floodlight-e2e"))
 
 
@@ -50,23 +43,6 @@ class DemoRun:
         return [json.loads(ln) for ln in self.out.read_text().splitlines() if ln.startswith('{"uptime_s"')]
 
 
-def start_demo(base: Settings, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, **settings_env(base), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "ops.cli", "demo", *DEMO_ARGS, *extra], env=env,
-                            stdout=out.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen, timeout: float = 40) -> int:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground group
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    return proc.returncode
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -77,41 +53,10 @@ def pid_alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def demo(broker: Settings) -> Iterator[DemoRun]:
-    tmp = Path(tempfile.mkdtemp(prefix="fl-e2e-demo-"))
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    base = broker.model_copy(update={
-        "topic_prefix": prefix, "topic_partitions": 3, "stack_dir": tmp / "stack",
-        "api_port": free_port(), "edge_port": free_port(), "qoe_port": free_port(), "log_format": "json",
-    })
-    out = tmp / "demo.out"
-    proc = start_demo(base, out)
-    run = DemoRun(base, demo_settings(base), proc, out, f"http://127.0.0.1:{base.edge_port}")
-
-    def segments_listed() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"demo exited rc={proc.returncode}: {out.read_text()[-3000:]}")
-        try:
-            r = httpx.get(f"{run.url}/live/demo/360p/playlist.m3u8", timeout=2)
-        except httpx.HTTPError:
-            return False
-        return r.status_code == 200 and r.text.count(".m4s\n") >= 3
-
-    try:
-        wait_until(segments_listed, 90, interval=0.5, what="the demo's 360p playlist through the edge")
+    with running_demo(broker, "demo") as d:
+        run = DemoRun(d.base, demo_settings(d.base), d.proc, d.out, f"http://127.0.0.1:{d.base.edge_port}")
+        d.wait_listed([f"{run.url}/live/demo/360p/playlist.m3u8"], "the demo's 360p playlist through the edge")
         yield run
-    finally:
-        stop(proc)
-        shutil.rmtree(tmp, ignore_errors=True)
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap, "log_level": 0})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=10).values():
-                try:
-                    fut.result()
-                except Exception:  # noqa: BLE001 - best-effort clean-up
-                    pass
 
 
 def test_player_plays_the_live_pipeline_through_the_edge(demo: DemoRun) -> None:

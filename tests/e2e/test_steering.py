@@ -17,11 +17,8 @@ import json
 import os
 import queue
 import random
-import shutil
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +31,9 @@ from api.auth import mint_jwt
 from api.edge import start_edge
 from floodlight.analytics import AnalyticsClient
 from floodlight.settings import Settings
-from ops.demo import demo_settings, port_free
+from ops.demo import demo_settings
 from tests.e2e.browser import run_browser, summary
-from tests.e2e.static_origin import free_port
-from tests.e2e.test_pipeline import start_demo, stop
+from tests.e2e.demo import running_demo, two_free_ports
 from tests.support import wait_until
 
 pytestmark = pytest.mark.usefixtures("browser_tools")
@@ -46,14 +42,6 @@ TTL_S = 2
 HOLD_S = 8.0
 SEGMENT_S = 1.0  # low-latency demo: 1 s GOPs
 ARTIFACTS = Path(os.environ.get("FLOODLIGHT_E2E_ARTIFACTS", "/tmp/floodlight-e2e"))
-
-
-def two_free_ports() -> int:
-    for _ in range(50):
-        p = free_port()
-        if p < 65000 and port_free(p + 1):
-            return p
-    raise RuntimeError("no two consecutive free ports")
 
 
 @dataclass
@@ -99,51 +87,24 @@ class Steered:
 
 @pytest.fixture(scope="module")
 def steered(broker: Settings) -> Iterator[Steered]:
-    tmp = Path(tempfile.mkdtemp(prefix="fl-e2e-steer-"))
-    prefix = f"t{uuid.uuid4().hex[:8]}."
     edge_port = two_free_ports()
-    base = broker.model_copy(update={
-        "topic_prefix": prefix, "topic_partitions": 3, "stack_dir": tmp / "stack", "log_format": "json",
-        "api_port": free_port(), "edge_port": edge_port, "qoe_port": free_port(),
-        "steering_ttl_s": TTL_S, "steering_hold_s": HOLD_S, "steering_probe_interval_s": 0.5,
-        "edge_purge_secret": "e2e-purge-secret"})
-    out = tmp / "demo.out"
-    proc = start_demo(base, out, "--edges", "2", "--encoders", "1")
-    settings = demo_settings(base, True, 2)
-    run = Steered(base, settings, proc, out, tmp, f"http://127.0.0.1:{base.api_port}",
-                  {"a": f"http://127.0.0.1:{edge_port}", "b": f"http://127.0.0.1:{edge_port + 1}"})
-
-    def listed_on_both() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"demo exited rc={proc.returncode}: {out.read_text()[-3000:]}")
+    with running_demo(broker, "steer", "--edges", "2", "--encoders", "1", edge_port=edge_port,
+                      steering_ttl_s=TTL_S, steering_hold_s=HOLD_S, steering_probe_interval_s=0.5,
+                      edge_purge_secret="e2e-purge-secret") as d:
+        run = Steered(d.base, demo_settings(d.base, True, 2), d.proc, d.out, d.tmp,
+                      f"http://127.0.0.1:{d.base.api_port}",
+                      {"a": f"http://127.0.0.1:{edge_port}", "b": f"http://127.0.0.1:{edge_port + 1}"})
+        keeper = threading.Thread(target=run.keep, name="edge-keeper", daemon=True)
+        keeper.start()
         try:
-            return all(httpx.get(f"{e}/live/demo/360p/playlist.m3u8", timeout=2).text.count(".m4s\n") >= 3
-                       for e in run.edges.values())
-        except httpx.HTTPError:
-            return False
-
-    keeper = threading.Thread(target=run.keep, name="edge-keeper", daemon=True)
-    keeper.start()
-    try:
-        wait_until(listed_on_both, 90, interval=0.5, what="the demo's 360p playlist through both edges")
-        yield run
-    finally:
-        stop(proc)
-        for p in run.extra_edges:
-            p.terminate()
-            p.wait(10)
-        run.jobs.put((None, queue.Queue()))
-        shutil.rmtree(tmp, ignore_errors=True)
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": base.kafka_bootstrap, "log_level": 0})
-        names = [n for n in admin.list_topics(timeout=10).topics if n.startswith(prefix)]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=10).values():
-                try:
-                    fut.result()
-                except Exception:  # noqa: BLE001 - best-effort clean-up
-                    pass
+            d.wait_listed([f"{e}/live/demo/360p/playlist.m3u8" for e in run.edges.values()],
+                          "the demo's 360p playlist through both edges")
+            yield run
+        finally:
+            for p in run.extra_edges:
+                p.terminate()
+                p.wait(10)
+            run.jobs.put((None, queue.Queue()))
 
 
 class Markers:

@@ -20,7 +20,7 @@ from floodlight.kafka import make_producer
 from floodlight.objectstore import open_store
 from floodlight.settings import Settings
 from tests.integration.test_api_origin import Origin
-from tests.support import wait_until
+from tests.support import healthy, wait_until
 
 VIEWERS = 1000
 
@@ -36,18 +36,11 @@ def edge(isolated: Settings, tmp_path: Any) -> Iterator[tuple[Origin, str]]:
         proc = start_edge(isolated, port=port, origin=f"127.0.0.1:{srv.port}", prefix=tmp_path / "edge")
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _up(url), 10, what="nginx listening")
+            wait_until(lambda: healthy(url), 10, what="nginx listening")
             yield Origin(isolated, srv, open_store(isolated.resolved_store_url()), make_producer(isolated), {}), url
         finally:
             proc.terminate()
             proc.wait(10)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def origin_media_requests(api_url: str, kind: str) -> float:

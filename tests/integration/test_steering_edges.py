@@ -21,7 +21,7 @@ from floodlight.objectstore import open_store
 from floodlight.settings import Settings
 from tests.conftest import require_tool
 from tests.integration.test_api_origin import Origin
-from tests.support import wait_until
+from tests.support import healthy, wait_until
 
 MPD = ('<?xml version="1.0" encoding="UTF-8"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="dynamic">'
        '<Period id="p0"><AdaptationSet><Representation id="720p"><SegmentTemplate media="720p/$Number$.m4s" '
@@ -51,19 +51,12 @@ class TwoEdges:
         port = int(self.edges[pathway].rsplit(":", 1)[1])
         self.procs[pathway] = start_edge(self.origin.settings, port=port, origin=f"127.0.0.1:{self.origin.srv.port}",
                                          prefix=self.tmp / f"edge-{pathway}")
-        wait_until(lambda: _up(self.edges[pathway]), 15, what=f"edge {pathway} listening")
+        wait_until(lambda: healthy(self.edges[pathway]), 15, what=f"edge {pathway} listening")
 
     def stop_edge(self, pathway: str) -> None:
         proc = self.procs.pop(pathway)
         proc.terminate()
         proc.wait(10)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from floodlight.kafka import make_producer
 from floodlight.objectstore import open_store
 from floodlight.settings import Settings
 from tests.integration.test_api_origin import Origin
-from tests.support import wait_until
+from tests.support import healthy, wait_until
 
 PREMIUM = "prem"
 REFUSED = {400, 403, 404}
@@ -35,7 +35,7 @@ def edge(isolated: Settings, tmp_path: Any) -> Iterator[tuple[Origin, str, int]]
         proc = start_edge(isolated, port=port, origin=f"127.0.0.1:{srv.port}", prefix=tmp_path / "edge")
         try:
             url = f"http://127.0.0.1:{port}"
-            wait_until(lambda: _up(url), 10, what="nginx listening")
+            wait_until(lambda: healthy(url), 10, what="nginx listening")
             o = Origin(isolated, srv, open_store(isolated.resolved_store_url()), make_producer(isolated), {})
             o.register(PREMIUM, is_premium=True)
             o.register("free", public=True)
@@ -45,13 +45,6 @@ def edge(isolated: Settings, tmp_path: Any) -> Iterator[tuple[Origin, str, int]]
         finally:
             proc.terminate()
             proc.wait(10)
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def raw_get(port: int, target: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
