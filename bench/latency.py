@@ -62,6 +62,7 @@ STAGES = ("accumulation", "kafka", "transcode", "packaging", "delivery", "player
 TARGET_P95_MS = {("low", "hls"): 2000, ("low", "page"): 1500, ("low", "dash"): 3000, ("standard", "hls"): 8000,
                  ("standard", "page"): 8000, ("standard", "dash"): 8000}
 WARMUP_S = 10.0
+BROWSER_SETTLE_S = 3.0
 PLAYER_DIR = Path(__file__).resolve().parent / "player"
 ASSETS = {"hls.min.js": ROOT / "node_modules" / "hls.js" / "dist" / "hls.min.js",
           "dash.all.min.js": ROOT / "node_modules" / "dashjs" / "dist" / "legacy" / "umd" / "dash.all.min.js"}
@@ -99,6 +100,55 @@ def playlist_pdt(text: str) -> dict[int, int]:
             msn += 1
             pdt = None
     return out
+
+
+def edge_age_s(text: str, now_ms: int) -> float | None:
+    """How old the newest media in a live media playlist is: now - the wall-clock end of its last part (or
+    segment), from the PDT of its segment plus the durations after it. None without a PDT."""
+    start: float | None = None
+    extinf = parts = 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            start = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp() * 1000
+        elif line.startswith("#EXTINF:"):
+            extinf = float(line.split(":", 1)[1].split(",")[0]) * 1000
+        elif line.startswith("#EXT-X-PART:"):
+            parts += float(line.split("DURATION=", 1)[1].split(",")[0]) * 1000
+        elif line and not line.startswith("#") and start is not None:
+            start, parts = start + extinf, 0.0
+    return None if start is None else (now_ms - (start + parts)) / 1000
+
+
+def wait_settled(url: str, whole_gop: bool, hold_s: float = 5.0, deadline_s: float = 120.0) -> tuple[float, float]:
+    """Wait until the pipeline keeps up: the newest part (segment) of the playlist at `url` stays younger than one
+    part (segment) + 1 s for `hold_s`. A viewer joins a running event, not the demo's start-up, when the encoders
+    still warm up and catch up a backlog (a player that joins then stays behind by the backlog, as hls.js and
+    dash.js do by default); with whole-GOP transport parts appear a segment at a time, so one segment + 1 s.
+    Returns (seconds waited, the newest age seen last); on the deadline it goes on."""
+    t0 = time.monotonic()
+    good_since: float | None = None
+    age = float("nan")
+    while time.monotonic() - t0 < deadline_s:
+        try:
+            text = httpx.get(url, timeout=5).text
+        except httpx.HTTPError:
+            text = ""
+        unit = None if whole_gop else next((float(ln.split("PART-TARGET=")[1].split(",")[0])
+                                            for ln in text.splitlines() if ln.startswith("#EXT-X-PART-INF:")), None)
+        if unit is None:
+            unit = next((float(ln.split(":", 1)[1]) for ln in text.splitlines()
+                         if ln.startswith("#EXT-X-TARGETDURATION:")), 2.0)
+        got = edge_age_s(text, int(time.time() * 1000))
+        now = time.monotonic()
+        if got is not None and got < unit + 1.0:
+            age = got
+            good_since = now if good_since is None else good_since
+            if now - good_since >= hold_s:
+                return now - t0, age
+        else:
+            good_since = None
+        time.sleep(0.25)
+    return time.monotonic() - t0, age
 
 
 def stage_breakdown(segments: list[dict[str, Any]], written: dict[Any, int], msn_of_capture: dict[int, int],
@@ -210,6 +260,8 @@ def play(page: str, edge: str, player: str, seconds: float, src_width: int) -> d
                 "window.__stallms0, level: fl.level, errors: fl.errors, unreadable: fl.unreadable})")
         wait = "window.fl && window.fl.playing"
     res = run_browser([
+        {"op": "goto", "url": "about:blank"},  # the browser's own start-up (CPU-heavy here) before the player joins
+        {"op": "hold", "s": BROWSER_SETTLE_S},
         {"op": "goto", "url": url},
         {"op": "wait", "name": "playing", "expr": wait, "timeout_s": 60},
         {"op": "hold", "s": WARMUP_S},
@@ -254,6 +306,12 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
+        master = httpx.get(f"{edge}/live/demo/master.m3u8", timeout=10).text
+        top = max(((int(ln.split("BANDWIDTH=")[1].split(",")[0]), nxt.strip()) for ln, nxt in
+                   zip(master.splitlines(), master.splitlines()[1:], strict=False) if "BANDWIDTH=" in ln),
+                  default=(0, "1080p/playlist.m3u8"))[1]
+        waited, age = wait_settled(f"{edge}/live/demo/{top}", whole_gop)
+        print(f"[{label}] pipeline settled after {waited:.0f} s (newest media {age:.2f} s old)", flush=True)
         with page_server() as page:
             for player in players:
                 print(f"[{label}] {player}: {WARMUP_S:.0f} s warm-up + {seconds:.0f} s", flush=True)
