@@ -28,7 +28,7 @@ the ratio says what sub-GOP streaming buys. Without it the anchor is one GOP dur
 
     .venv/bin/python -m bench.latency [--seconds 60] [--modes low,standard] [--players hls,dash]
                                       [--whole-gop] [--source testsrc:1920x1080@30] [--ladder default]
-                                      [--encoders 2] [--json]
+                                      [--encoders 2] [--joins 1] [--json]
 """
 
 from __future__ import annotations
@@ -276,8 +276,18 @@ def play(page: str, edge: str, player: str, seconds: float, src_width: int) -> d
     return next(st for st in res["steps"] if st["name"] == "data")["value"]
 
 
+def merge_joins(each: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several joins of one player as one run: their samples, loads and stalls together."""
+    out = dict(each[-1])
+    for key in ("samples", "pixel", "loads", "errors"):
+        out[key] = [x for d in each for x in d[key]]
+    for key in ("stalls", "stall_ms", "unreadable"):
+        out[key] = sum(d.get(key, 0) or 0 for d in each)
+    return out
+
+
 def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: str, encoders: int,
-             players: list[str], whole_gop: bool = False) -> list[dict[str, Any]]:
+             players: list[str], whole_gop: bool = False, joins: int = 1) -> list[dict[str, Any]]:
     """One demo in `mode` (whole-GOP transport if asked), each player in turn on it; one result per player."""
     tmp = Path(tempfile.mkdtemp(prefix="fl-bench-latency-"))
     base = broker.model_copy(update={
@@ -314,9 +324,14 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
         print(f"[{label}] pipeline settled after {waited:.0f} s (newest media {age:.2f} s old)", flush=True)
         with page_server() as page:
             for player in players:
-                print(f"[{label}] {player}: {WARMUP_S:.0f} s warm-up + {seconds:.0f} s", flush=True)
+                print(f"[{label}] {player}: {joins} x ({WARMUP_S:.0f} s warm-up + {seconds:.0f} s)", flush=True)
                 try:
-                    runs.append((player, play(page, edge, player, seconds, src_width), os.getloadavg()[0]))
+                    each = [play(page, edge, player, seconds, src_width) for _ in range(joins)]
+                    if joins > 1:
+                        print(f"[{label}] {player} per join p50/p95: " + ", ".join(
+                            f"{pct([v for _t, v in d['samples']], 50) / 1000:.2f}/"
+                            f"{pct([v for _t, v in d['samples']], 95) / 1000:.2f} s" for d in each), flush=True)
+                    runs.append((player, merge_joins(each), os.getloadavg()[0]))
                 except RuntimeError as exc:  # one player failing does not lose the others' figures
                     print(f"[{label}] {player} NOT MEASURED: {str(exc)[:600]}", flush=True)
                     runs.append((player, {"samples": [], "pixel": [], "loads": [], "stalls": 0, "errors":
@@ -427,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="testsrc:1920x1080@30")
     ap.add_argument("--ladder", default="default")
     ap.add_argument("--encoders", type=int, default=2)
+    ap.add_argument("--joins", type=int, default=1,
+                    help="each player joins this many times (a fresh page each; where it lands varies per join)")
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     a = ap.parse_args(argv)
     from floodlight.kafka import wait_for_broker
@@ -444,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         for whole in variants:
             try:
                 got[whole] = run_demo(broker, mode, a.seconds, a.source, a.ladder, a.encoders,
-                                      ["hls"] if whole else players, whole_gop=whole)
+                                      ["hls"] if whole else players, whole_gop=whole, joins=a.joins)
             except RuntimeError as exc:  # e.g. the machine cannot keep this ladder in real time
                 print(f"{mode:9} NOT MEASURED: {str(exc)[:1500]}", flush=True)
                 failed.append(mode)
