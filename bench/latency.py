@@ -120,11 +120,12 @@ def edge_age_s(text: str, now_ms: int) -> float | None:
 
 
 def wait_settled(url: str, whole_gop: bool, hold_s: float = 5.0, deadline_s: float = 120.0) -> tuple[float, float]:
-    """Wait until the pipeline keeps up: the newest part (segment) of the playlist at `url` stays younger than one
-    part (segment) + 1 s for `hold_s`. A viewer joins a running event, not the demo's start-up, when the encoders
-    still warm up and catch up a backlog (a player that joins then stays behind by the backlog, as hls.js and
-    dash.js do by default); with whole-GOP transport parts appear a segment at a time, so one segment + 1 s.
-    Returns (seconds waited, the newest age seen last); on the deadline it goes on."""
+    """Wait until the pipeline keeps up: the newest part of the playlist at `url` stays younger than one part + 1 s
+    for `hold_s` (whole segments, or whole-GOP transport where parts appear a segment at a time: two segments +
+    0.5 s, as a segment is listed only once encoded). A viewer joins a running event, not the demo's start-up,
+    when the encoders still warm up and catch up a backlog (a player that joins then stays behind by the backlog,
+    as hls.js and dash.js do by default). Returns (seconds waited, the newest age seen last); on the deadline it
+    goes on."""
     t0 = time.monotonic()
     good_since: float | None = None
     age = float("nan")
@@ -135,12 +136,12 @@ def wait_settled(url: str, whole_gop: bool, hold_s: float = 5.0, deadline_s: flo
             text = ""
         unit = None if whole_gop else next((float(ln.split("PART-TARGET=")[1].split(",")[0])
                                             for ln in text.splitlines() if ln.startswith("#EXT-X-PART-INF:")), None)
-        if unit is None:
-            unit = next((float(ln.split(":", 1)[1]) for ln in text.splitlines()
-                         if ln.startswith("#EXT-X-TARGETDURATION:")), 2.0)
+        limit = unit + 1.0 if unit is not None else 2 * next(
+            (float(ln.split(":", 1)[1]) for ln in text.splitlines() if ln.startswith("#EXT-X-TARGETDURATION:")),
+            2.0) + 0.5
         got = edge_age_s(text, int(time.time() * 1000))
         now = time.monotonic()
-        if got is not None and got < unit + 1.0:
+        if got is not None and got < limit:
             age = got
             good_since = now if good_since is None else good_since
             if now - good_since >= hold_s:

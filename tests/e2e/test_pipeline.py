@@ -69,6 +69,9 @@ def test_player_plays_the_live_pipeline_through_the_edge(demo: DemoRun) -> None:
         {"op": "wait", "name": "advanced", "expr": f"{VIDEO_T} - window.__t0 >= 10.2 && {VIDEO_T} - window.__t0",
          "timeout_s": 45},
         {"op": "screenshot", "path": str(shot)},
+        {"op": "eval", "name": "target", "expr": "(() => { const h = window.floodlight.engine, "
+                                                 "d = h.latestLevelDetails; return [h.config.liveSyncDuration, "
+                                                 "d.partTarget, d.partHoldBack]; })()"},
         # the session's beacons: start + events now, the rest at the 10 s heartbeat
         {"op": "wait", "name": "beacons", "expr": "window.floodlight.beacons.sent >= 2 && window.floodlight.sessionId",
          "timeout_s": 20},
@@ -76,6 +79,10 @@ def test_player_plays_the_live_pipeline_through_the_edge(demo: DemoRun) -> None:
     assert res["ok"], summary(res)
     st = res["state"]
     assert step(res, "advanced")["value"] >= 10
+    # LL-HLS: our page aims one part closer to the edge than PART-HOLD-BACK (player.js)
+    sync, part_target, part_hold_back = step(res, "target")["value"]
+    assert part_target and part_hold_back, step(res, "target")
+    assert abs(sync - (max(2 * part_target, part_hold_back - part_target) + 0.15)) < 0.01 and sync < part_hold_back
     assert st["errors"] == [] and res["pageErrors"] == [], summary(res)
     assert st["src"]["hls"].endswith("/live/demo/master.m3u8")
     assert [lv["name"] for lv in sorted(st["levels"], key=lambda lv: -lv["bitrate"])] == ["360p", "240p", "144p"]
