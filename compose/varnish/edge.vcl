@@ -132,6 +132,11 @@ sub vcl_backend_response {
     # never past the origin's max-age: a blocking request is answered only by its own answer
     set beresp.grace = 0s;
     set beresp.keep = 0s;
+    if (beresp.status == 200 && bereq.url ~ "^/live/[^/?]+/[^/?]+/[^/?]+\.m3u8(\?|$)" && bereq.url !~ "[?&]_HLS_msn="
+        && beresp.ttl > 0.1s) {
+      # the playlist a joining player starts from: fresh, not up to the max-age old
+      set beresp.ttl = 0.1s;
+    }
   }
   if (beresp.status >= 400 && (beresp.ttl <= 0s || beresp.http.Cache-Control ~ "no-store")) {
     # a 400 (too far ahead) or 503 (hold timed out) goes to every waiter coalesced on it, then expires

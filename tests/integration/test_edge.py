@@ -127,3 +127,32 @@ def test_edge_checks_tokens_and_passes_ll_hls_queries(edge: tuple[Origin, str]) 
 
         r, _ = asyncio.run(blocked())
         assert r.status_code == 200 and f'"3.1.m4s?token={token}"' in r.text
+
+
+def listed(playlist: str, part: str) -> bool:
+    return any(ln.startswith("#EXT-X-PART:") and f'URI="{part}.m4s' in ln for ln in playlist.splitlines())
+
+
+def test_a_joining_player_gets_the_live_edge_not_a_copy_up_to_the_max_age_old(edge: tuple[Origin, str]) -> None:
+    """A player joins from the media playlist asked without _HLS_msn and places its start from that copy's edge
+    as if it were current: the edge keeps it 0.1 s, not the origin's 1 s max-age (api/edge.py JOIN_PLAYLIST_TTL).
+    Blocking requests and the master keep the max-age."""
+    o, edge_url = edge
+    sid = "join"
+    o.register(sid)
+    o.write(sid, "720p", 0, 3, 1)
+    token = o.token(sid)
+    url = f"/live/{sid}/720p/playlist.m3u8"
+    with httpx.Client(base_url=edge_url, timeout=20) as c:
+        t0 = time.monotonic()
+        first = c.get(url, params={"token": token})
+        assert first.status_code == 200 and not listed(first.text, "3.1") and first.headers["x-edge-cache"] == "MISS"
+        assert first.headers["cache-control"] == "public, max-age=1"  # what any other cache in between keeps
+        o.write(sid, "720p", 0, 3, 2)  # the next part is listed at the origin
+        wait_until(lambda: listed(c.get(url, params={"token": token}).text, "3.1"), 5, 0.02,
+                   "the new part listed through the edge")
+        # a copy kept for the max-age lives >= 1 s from the first request's start; the join copy 0.1 s
+        assert time.monotonic() - t0 < 0.9
+        master = f"/live/{sid}/master.m3u8"
+        assert c.get(master, params={"token": token}).status_code == 200
+        assert c.get(master, params={"token": token}).headers["x-edge-cache"] == "HIT"
