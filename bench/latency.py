@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -84,6 +85,22 @@ def pct(values: list[float], q: float) -> float:
     return s[k]
 
 
+def pdt_ms(line: str) -> int:
+    """Unix ms of an #EXT-X-PROGRAM-DATE-TIME line."""
+    return int(datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def variants(master: str) -> list[tuple[int, int, str]]:
+    """(bandwidth, height, URI) of each variant of a master playlist."""
+    lines = master.splitlines()
+    out = []
+    for ln, nxt in zip(lines, lines[1:], strict=False):
+        bw, res = re.search(r"[:,]BANDWIDTH=(\d+)", ln), re.search(r"RESOLUTION=\d+x(\d+)", ln)
+        if ln.startswith("#EXT-X-STREAM-INF:") and bw and res:
+            out.append((int(bw.group(1)), int(res.group(1)), nxt.strip()))
+    return out
+
+
 def playlist_pdt(text: str) -> dict[int, int]:
     """msn -> program-date-time (Unix ms) from a media playlist."""
     out: dict[int, int] = {}
@@ -93,7 +110,7 @@ def playlist_pdt(text: str) -> dict[int, int]:
         if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
             msn = int(line.split(":", 1)[1])
         elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
-            pdt = int(datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp() * 1000)
+            pdt = pdt_ms(line)
         elif line and not line.startswith("#"):
             if pdt is not None:
                 out[msn] = pdt
@@ -109,7 +126,7 @@ def edge_age_s(text: str, now_ms: int) -> float | None:
     extinf = parts = 0.0
     for line in text.splitlines():
         if line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
-            start = datetime.fromisoformat(line.split(":", 1)[1].replace("Z", "+00:00")).timestamp() * 1000
+            start = float(pdt_ms(line))
         elif line.startswith("#EXTINF:"):
             extinf = float(line.split(":", 1)[1].split(",")[0]) * 1000
         elif line.startswith("#EXT-X-PART:"):
@@ -317,10 +334,8 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        master = httpx.get(f"{edge}/live/demo/master.m3u8", timeout=10).text
-        top = max(((int(ln.split("BANDWIDTH=")[1].split(",")[0]), nxt.strip()) for ln, nxt in
-                   zip(master.splitlines(), master.splitlines()[1:], strict=False) if "BANDWIDTH=" in ln),
-                  default=(0, "1080p/playlist.m3u8"))[1]
+        top = max(variants(httpx.get(f"{edge}/live/demo/master.m3u8", timeout=10).text),
+                  default=(0, 0, "1080p/playlist.m3u8"))[2]
         waited, age = wait_settled(f"{edge}/live/demo/{top}", whole_gop)
         print(f"[{label}] pipeline settled after {waited:.0f} s (newest media {age:.2f} s old)", flush=True)
         with page_server() as page:
@@ -338,9 +353,7 @@ def run_demo(broker: Settings, mode: str, seconds: float, source: str, ladder: s
                     runs.append((player, {"samples": [], "pixel": [], "loads": [], "stalls": 0, "errors":
                                           [str(exc)[:300]], "level": None}, os.getloadavg()[0]))
         master = httpx.get(f"{edge}/live/demo/master.m3u8", timeout=10).text
-        renditions = {int(ln.split("RESOLUTION=")[1].split("x")[1].split(",")[0]): nxt.strip()
-                      for ln, nxt in zip(master.splitlines(), master.splitlines()[1:], strict=False)
-                      if "RESOLUTION=" in ln}
+        renditions = {height: uri for _bw, height, uri in variants(master)}
         lists: dict[str, tuple[dict[int, int], str]] = {}
         for name in set(renditions.values()):
             base_uri = name.rsplit("/", 1)[0]

@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
 
     from floodlight.settings import Settings
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-origin-"))
     s = Settings().model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:6]}.", "topic_partitions": 1,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         rps = run_rps(s, tmp, args.rps_seconds, args.rps_concurrency)
         beacons = run_beacons(s, args.rps_seconds, 8)
     finally:
-        drop_topics(s)
+        delete_prefixed_topics(s)
     print(f"wake-up after the playlist write, {args.clients} blocked clients x {args.rounds} rounds: "
           f"p50 {wake['p50']:.1f} ms  p99 {wake['p99']:.1f} ms  max {wake['max']:.1f} ms  "
           f"(anchor: plain GET of an existing playlist by the same {args.clients} clients: "
@@ -210,12 +210,6 @@ def main(argv: list[str] | None = None) -> int:
           f"validate+encode+produce in-process {beacons['anchor']:.0f}/s  "
           f"ratio {beacons['api'] / beacons['anchor']:.2f}")
     return 0
-
-
-def drop_topics(s: object) -> None:
-    from floodlight.topics import delete_prefixed_topics
-
-    delete_prefixed_topics(s)  # type: ignore[arg-type]
 
 
 def _fixture(s: object) -> object:

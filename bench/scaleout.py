@@ -89,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=64)
     args = ap.parse_args(argv)
 
-    from bench.origin import _playlist, drop_topics
+    from bench.origin import _playlist
     from floodlight.kafka import make_producer
     from floodlight.objectstore import open_store
     from floodlight.registry import new_stream_record, publish_stream
     from floodlight.settings import Settings
-    from floodlight.topics import apply_topics
+    from floodlight.topics import apply_topics, delete_prefixed_topics
     from schemas import codec
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scaleout-"))
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in ks:
             results[k] = measure(s, k, args.seconds, args.connections, tmp, generators=max(ks))
     finally:
-        drop_topics(s)
+        delete_prefixed_topics(s)
     one = results.get(1)
     print(f"api processes on this machine ({os.cpu_count()} cores), load spread evenly, {args.seconds:.0f} s each:")
     for k, r in results.items():

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from bench.latency import edge_age_s
+from bench.latency import edge_age_s, variants
 
 LL = """#EXTM3U
 #EXT-X-TARGETDURATION:1
@@ -37,3 +37,10 @@ def test_age_of_whole_segments_and_a_new_pdt() -> None:
 
 def test_no_pdt_no_age() -> None:
     assert edge_age_s("#EXTM3U\n#EXTINF:1.0,\na\n", at(1)) is None
+
+
+def test_variants_of_a_master_playlist() -> None:
+    master = ('#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aac",URI="audio/playlist.m3u8"\n'
+              "#EXT-X-STREAM-INF:AVERAGE-BANDWIDTH=7000000,BANDWIDTH=8132479,RESOLUTION=1920x1080\n1080p/playlist.m3u8\n"
+              "#EXT-X-STREAM-INF:BANDWIDTH=632479,RESOLUTION=426x240\n240p/playlist.m3u8?token=t\n")
+    assert variants(master) == [(8132479, 1080, "1080p/playlist.m3u8"), (632479, 240, "240p/playlist.m3u8?token=t")]
